@@ -1,0 +1,1 @@
+"""Packet sources: capture files (the fast path) and, later, live interfaces."""

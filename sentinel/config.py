@@ -1,0 +1,159 @@
+"""The YAML configuration: schema, loading, and errors located at file:line.
+
+The whole file is validated before anything uses it; every problem is reported at once with
+the line and column of the offending value (found by walking PyYAML's node tree), and a config
+with any problem is refused as a whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sentinel.errors import ConfigError, Location, SentinelError
+
+Sector = Literal["hospital", "energy", "transport", "other"]
+Role = Literal["plc", "hmi", "engineering", "historian", "other"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP network: {value!r}") from None
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+
+
+class Site(_Strict):
+    """A monitored site; findings about its networks are labelled with its name and sector."""
+
+    name: str = Field(min_length=1)
+    sector: Sector = "other"
+    networks: list[str] = []
+
+    _check_networks = field_validator("networks", mode="after")(
+        lambda cls, v: [_network(n) for n in v]
+    )
+
+
+class RegisterRange(_Strict):
+    """Holding registers (or coils) of an asset, with what writes may do to them."""
+
+    table: Literal["coils", "holding", "input", "discretes"] = "holding"
+    start: int = Field(ge=0, le=65535)
+    end: int = Field(ge=0, le=65535)
+    name: str | None = None
+    writable: bool = False
+    min: int | None = None
+    max: int | None = None
+
+
+class Asset(_Strict):
+    """An OT device and its policy: who may talk to it, with which functions, which values."""
+
+    address: str
+    name: str | None = None
+    site: str | None = None
+    role: Role = "other"
+    allowed_masters: list[str] = []
+    allowed_function_codes: list[int] = []
+    registers: list[RegisterRange] = []
+
+    _check_address = field_validator("address", mode="after")(lambda cls, v: _address(v))
+    _check_masters = field_validator("allowed_masters", mode="after")(
+        lambda cls, v: [_address(a) for a in v]
+    )
+
+
+class Decode(_Strict):
+    """Decoder limits; the defaults suit a site sensor with tens of thousands of flows."""
+
+    modbus_ports: list[int] = [502]
+    max_flows: int = Field(65536, ge=16)
+    tcp_idle_timeout: float = Field(300.0, gt=0)
+    udp_idle_timeout: float = Field(60.0, gt=0)
+    max_stream_buffer: int = Field(65536, ge=1024)
+    max_pending_requests: int = Field(500, ge=1)
+
+
+class Observer(_Strict):
+    name: str = "sentinel"
+
+
+class Config(_Strict):
+    observer: Observer = Observer()
+    sites: list[Site] = []
+    assets: list[Asset] = []
+    decode: Decode = Decode()
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([SentinelError(f"cannot read config: {exc.strerror}", Location(name))])
+    except UnicodeDecodeError:
+        raise ConfigError([SentinelError("config is not UTF-8 text", Location(name))]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([SentinelError(f"YAML syntax: {reason}", where)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([SentinelError("config must be a mapping", Location(name, 1, 1))])
+    positions: dict[tuple, tuple[int, int]] = {}
+    _walk(root, (), positions)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line, col = _closest(positions, loc)
+            dotted = ".".join(str(p) for p in loc) or "(top)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(SentinelError(f"{dotted}: {msg}", Location(name, line, col)))
+        raise ConfigError(problems) from None
+
+
+def _walk(node: Any, path: tuple, out: dict[tuple, tuple[int, int]]) -> None:
+    if node is None:
+        return
+    out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = (key.start_mark.line + 1, key.start_mark.column + 1)
+            _walk(value, (*path, key.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, (*path, i), out)
+
+
+def _closest(positions: dict[tuple, tuple[int, int]], loc: tuple) -> tuple[int, int]:
+    while loc not in positions and loc:
+        loc = loc[:-1]
+    return positions.get(loc, (1, 1))

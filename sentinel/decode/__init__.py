@@ -1,0 +1,1 @@
+"""Decoders: link and network layers, flows, TCP reassembly and the application protocols."""

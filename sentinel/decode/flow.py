@@ -1,0 +1,452 @@
+"""The flow table and TCP reassembly.
+
+Flows are keyed by 5-tuple, oriented like Zeek's connections (orig = the TCP client), bounded
+in number (least recently active flow evicted first, counted) and expired on idle timeouts of
+packet time. Each TCP direction is reassembled into a byte stream for the flow's application
+analyzer: in-order data is handed over at once; out-of-order segments wait in a bounded buffer;
+retransmissions are dropped and overlaps trimmed (first copy wins); a hole that the peer has
+acknowledged, that overflows the buffer, or that remains when the flow ends is a *gap*: the
+analyzer is told so it can drop its partial state, and the missed bytes are counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from sentinel.decode.packet import (
+    PROTO_TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Decoded,
+)
+from sentinel.events import ConnId
+
+SEQ_MASK = 0xFFFFFFFF
+SEQ_HALF = 0x80000000
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# Zeek's history letters; upper case is the originator, lower case the responder.
+H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST = 1, 2, 4, 8, 16, 32
+HISTORY_LETTERS = {H_SYN: "S", H_SYNACK: "H", H_ACK: "A", H_DATA: "D", H_FIN: "F", H_RST: "R"}
+
+
+class AppAnalyzer(Protocol):
+    """What the flow table needs from an application-layer analyzer."""
+
+    service: str | None
+
+    def feed(self, is_orig: bool, data: bytes, ts: float, frame: int) -> None: ...
+
+    def gap(self, is_orig: bool, ts: float, frame: int) -> None: ...
+
+    def finish(self, ts: float) -> None: ...
+
+
+class TCPStream:
+    """Reassembly state of one direction of a TCP connection."""
+
+    __slots__ = ("isn", "next_seq", "pending", "pending_bytes")
+
+    def __init__(self) -> None:
+        self.isn: int | None = None
+        self.next_seq: int | None = None
+        self.pending: dict[int, bytes] = {}
+        self.pending_bytes = 0
+
+
+class Flow:
+    """One connection (TCP) or one address/port pair (UDP)."""
+
+    __slots__ = (
+        "analyzer",
+        "conn",
+        "first_ts",
+        "flags",
+        "frame",
+        "history",
+        "hist_bits",
+        "last_ts",
+        "missed_bytes",
+        "orig_bytes",
+        "orig_ip_bytes",
+        "orig_pkts",
+        "proto",
+        "resp_bytes",
+        "resp_ip_bytes",
+        "resp_pkts",
+        "streams",
+        "uid",
+    )
+
+    def __init__(self, uid: str, conn: ConnId, proto: int, ts: float, frame: int) -> None:
+        self.uid = uid
+        self.conn = conn
+        self.proto = proto
+        self.first_ts = ts
+        self.last_ts = ts
+        self.frame = frame
+        self.orig_pkts = self.resp_pkts = 0
+        self.orig_bytes = self.resp_bytes = 0
+        self.orig_ip_bytes = self.resp_ip_bytes = 0
+        self.missed_bytes = 0
+        self.hist_bits = [0, 0]  # [responder, originator]
+        self.history = ""
+        self.flags = [0, 0]  # TCP flags seen, per direction
+        self.streams = (TCPStream(), TCPStream())  # [responder, originator]
+        self.analyzer: AppAnalyzer | None = None
+
+    def mark(self, is_orig: bool, bit: int) -> None:
+        if not self.hist_bits[is_orig] & bit:
+            self.hist_bits[is_orig] |= bit
+            letter = HISTORY_LETTERS[bit]
+            self.history += letter if is_orig else letter.lower()
+
+    @property
+    def closed(self) -> bool:
+        """Both sides sent FIN, or either sent RST."""
+        o, r = self.flags[1], self.flags[0]
+        return bool((o & TCP_RST) or (r & TCP_RST) or ((o & TCP_FIN) and (r & TCP_FIN)))
+
+    def conn_state(self) -> str:
+        """Zeek's ``conn_state`` (see Zeek's conn.log documentation)."""
+        if self.proto != PROTO_TCP:
+            return "SF" if self.orig_pkts and self.resp_pkts else "S0"
+        o, r = self.flags[1], self.flags[0]
+        o_syn = bool(self.hist_bits[1] & H_SYN)
+        r_synack = bool(self.hist_bits[0] & H_SYNACK)
+        if not o_syn and not r_synack:
+            return "OTH"
+        if o_syn and not r_synack:
+            if r & TCP_RST:
+                return "REJ"
+            if o & TCP_RST:
+                return "RSTOS0"
+            if o & TCP_FIN:
+                return "SH"
+            return "S0"
+        if r_synack and not o_syn:
+            if r & TCP_RST:
+                return "RSTRH"
+            if r & TCP_FIN:
+                return "SHR"
+            return "OTH"
+        if o & TCP_RST:
+            return "RSTO"
+        if r & TCP_RST:
+            return "RSTR"
+        if o & TCP_FIN and r & TCP_FIN:
+            return "SF"
+        if o & TCP_FIN:
+            return "S2"
+        if r & TCP_FIN:
+            return "S3"
+        return "S1"
+
+    def record(self) -> dict:
+        """The flows.jsonl record (fields named like Zeek's conn.log)."""
+        c = self.conn
+        return {
+            "ts": self.first_ts,
+            "uid": self.uid,
+            "orig_h": c.orig_h,
+            "orig_p": c.orig_p,
+            "resp_h": c.resp_h,
+            "resp_p": c.resp_p,
+            "proto": "tcp" if self.proto == PROTO_TCP else "udp",
+            "service": self.analyzer.service if self.analyzer else None,
+            "last_ts": self.last_ts,
+            "duration": round(self.last_ts - self.first_ts, 6),
+            "orig_pkts": self.orig_pkts,
+            "orig_bytes": self.orig_bytes,
+            "orig_ip_bytes": self.orig_ip_bytes,
+            "resp_pkts": self.resp_pkts,
+            "resp_bytes": self.resp_bytes,
+            "resp_ip_bytes": self.resp_ip_bytes,
+            "conn_state": self.conn_state(),
+            "history": self.history,
+            "missed_bytes": self.missed_bytes,
+        }
+
+
+AnalyzerFactory = Callable[[Flow, bytes | None], "AppAnalyzer | None"]
+
+
+class FlowTable:
+    """5-tuple -> Flow, with TCP reassembly, idle timeouts and bounded size.
+
+    ``choose_analyzer(flow, first_payload)`` is asked once per flow when it is created (with
+    ``None``) and, while it has no analyzer, with the flow's first payload (content detection).
+    ``on_flow_end(flow)`` is called exactly once per flow.
+    """
+
+    def __init__(
+        self,
+        choose_analyzer: AnalyzerFactory,
+        on_flow_end: Callable[[Flow], None],
+        server_ports: frozenset[int] = frozenset({502}),
+        max_flows: int = 65536,
+        tcp_timeout: float = 300.0,
+        udp_timeout: float = 60.0,
+        closed_timeout: float = 5.0,
+        max_stream_buffer: int = 65536,
+    ) -> None:
+        self.choose_analyzer = choose_analyzer
+        self.on_flow_end = on_flow_end
+        self.server_ports = server_ports
+        self.max_flows = max_flows
+        self.tcp_timeout = tcp_timeout
+        self.udp_timeout = udp_timeout
+        self.closed_timeout = closed_timeout
+        self.max_stream_buffer = max_stream_buffer
+        self.index: dict[tuple, tuple[Flow, bool]] = {}
+        self.lru: OrderedDict[str, Flow] = OrderedDict()
+        self.stats: Counter[str] = Counter()
+        self._next_expiry = 0.0
+        self._created = 0
+
+    # ------------------------------------------------------------------ per packet
+    def process(self, ts: float, frame: int, d: Decoded) -> None:
+        proto, src, sport, dst, dport, flags, seq, ack, payload, ip_bytes = d
+        entry = self.index.get((src, sport, dst, dport, proto))
+        if entry is None:
+            flow, is_orig = self._create(ts, frame, d)
+        else:
+            flow, is_orig = entry
+            if proto == PROTO_TCP and flags & TCP_SYN and not flags & TCP_ACK and is_orig:
+                stream = flow.streams[1]
+                if stream.isn is not None and seq != stream.isn and (flow.closed or flow.hist_bits[1] & H_DATA):
+                    # A new connection reusing the 5-tuple: end the old one first.
+                    self._end(flow)
+                    flow, is_orig = self._create(ts, frame, d)
+            self.lru.move_to_end(flow.uid)
+        if ts > flow.last_ts:
+            flow.last_ts = ts
+        if is_orig:
+            flow.orig_pkts += 1
+            flow.orig_ip_bytes += ip_bytes
+            flow.orig_bytes += len(payload)
+        else:
+            flow.resp_pkts += 1
+            flow.resp_ip_bytes += ip_bytes
+            flow.resp_bytes += len(payload)
+
+        if proto == PROTO_TCP:
+            if flags & (TCP_SYN | TCP_FIN | TCP_RST):
+                self._control(flow, is_orig, flags, seq)
+            if payload:
+                flow.mark(is_orig, H_DATA)
+                self._tcp_data(flow, is_orig, seq, payload, ts, frame)
+            elif flags == TCP_ACK:
+                flow.mark(is_orig, H_ACK)
+            if flags & TCP_ACK:
+                peer = flow.streams[not is_orig]
+                if peer.pending and peer.next_seq is not None:
+                    ahead = (ack - peer.next_seq) & SEQ_MASK
+                    if 0 < ahead < SEQ_HALF:
+                        # The peer acknowledged bytes the capture never showed: a gap.
+                        self._skip_gap(flow, not is_orig, ts, frame)
+        elif payload:
+            analyzer = flow.analyzer
+            if analyzer is None:
+                analyzer = flow.analyzer = self.choose_analyzer(flow, payload)
+            if analyzer is not None:
+                analyzer.feed(is_orig, payload, ts, frame)
+
+        if ts >= self._next_expiry:
+            self.expire(ts)
+
+    # ------------------------------------------------------------------ TCP
+    def _control(self, flow: Flow, is_orig: bool, flags: int, seq: int) -> None:
+        flow.flags[is_orig] |= flags
+        if flags & TCP_SYN:
+            flow.mark(is_orig, H_SYNACK if flags & TCP_ACK else H_SYN)
+            stream = flow.streams[is_orig]
+            if stream.isn is None:
+                stream.isn = seq
+                stream.next_seq = (seq + 1) & SEQ_MASK
+        if flags & TCP_FIN:
+            flow.mark(is_orig, H_FIN)
+        if flags & TCP_RST:
+            flow.mark(is_orig, H_RST)
+
+    def _tcp_data(
+        self, flow: Flow, is_orig: bool, seq: int, payload: bytes, ts: float, frame: int
+    ) -> None:
+        stream = flow.streams[is_orig]
+        nxt = stream.next_seq
+        if nxt is None:  # no SYN seen: the capture started mid-connection
+            nxt = stream.next_seq = seq
+            self.stats["tcp.midstream"] += 1
+        rel = (seq - nxt) & SEQ_MASK
+        if rel == 0:
+            stream.next_seq = (nxt + len(payload)) & SEQ_MASK
+            self._deliver(flow, is_orig, payload, ts, frame)
+            if stream.pending:
+                self._drain(flow, is_orig, stream, ts, frame)
+        elif rel >= SEQ_HALF:  # starts before what we have: retransmission or overlap
+            behind = 0x100000000 - rel
+            if behind >= len(payload):
+                self.stats["tcp.retransmissions"] += 1
+                return
+            self.stats["tcp.overlaps"] += 1
+            stream.next_seq = (nxt + len(payload) - behind) & SEQ_MASK
+            self._deliver(flow, is_orig, payload[behind:], ts, frame)
+            if stream.pending:
+                self._drain(flow, is_orig, stream, ts, frame)
+        else:  # a hole before this segment: keep it until the hole fills or is a gap
+            self.stats["tcp.out_of_order"] += 1
+            if seq in stream.pending:
+                if len(payload) <= len(stream.pending[seq]):
+                    return
+                stream.pending_bytes -= len(stream.pending[seq])
+            stream.pending[seq] = payload
+            stream.pending_bytes += len(payload)
+            if stream.pending_bytes > self.max_stream_buffer or len(stream.pending) > 256:
+                self.stats["tcp.buffer_overflows"] += 1
+                self._skip_gap(flow, is_orig, ts, frame)
+
+    def _drain(self, flow: Flow, is_orig: bool, stream: TCPStream, ts: float, frame: int) -> None:
+        pending = stream.pending
+        while pending:
+            nxt = stream.next_seq
+            data = pending.pop(nxt, None)  # type: ignore[arg-type]
+            if data is None:
+                # A segment that starts before next_seq but reaches past it (overlap)?
+                for seq in list(pending):
+                    rel = (seq - nxt) & SEQ_MASK  # type: ignore[operator]
+                    if rel >= SEQ_HALF:
+                        seg = pending.pop(seq)
+                        stream.pending_bytes -= len(seg)
+                        behind = 0x100000000 - rel
+                        if behind < len(seg):
+                            data = seg[behind:]
+                            break
+                if data is None:
+                    return
+            else:
+                stream.pending_bytes -= len(data)
+            stream.next_seq = (nxt + len(data)) & SEQ_MASK  # type: ignore[operator]
+            self._deliver(flow, is_orig, data, ts, frame)
+
+    def _skip_gap(self, flow: Flow, is_orig: bool, ts: float, frame: int) -> None:
+        """Jump over the hole to the earliest buffered segment."""
+        stream = flow.streams[is_orig]
+        if not stream.pending or stream.next_seq is None:
+            return
+        nxt = stream.next_seq
+        first = min(stream.pending, key=lambda s: (s - nxt) & SEQ_MASK)
+        missed = (first - nxt) & SEQ_MASK
+        if missed >= SEQ_HALF:
+            missed = 0
+        flow.missed_bytes += missed
+        self.stats["tcp.gaps"] += 1
+        stream.next_seq = first
+        if flow.analyzer is not None:
+            flow.analyzer.gap(is_orig, ts, frame)
+        self._drain(flow, is_orig, stream, ts, frame)
+
+    def _deliver(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        analyzer = flow.analyzer
+        if analyzer is None:
+            if flow.hist_bits[0] & H_DATA and flow.hist_bits[1] & H_DATA:
+                return  # content detection looks at the first payload only
+            analyzer = flow.analyzer = self.choose_analyzer(flow, data)
+            if analyzer is None:
+                return
+        analyzer.feed(is_orig, data, ts, frame)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _create(self, ts: float, frame: int, d: Decoded) -> tuple[Flow, bool]:
+        proto, src, sport, dst, dport, flags, _seq, _ack, _payload, _ = d
+        sender_is_orig = self._sender_is_orig(proto, sport, dport, flags)
+        if sender_is_orig:
+            o, op, r, rp = src, sport, dst, dport
+        else:
+            o, op, r, rp = dst, dport, src, sport
+        if len(self.lru) >= self.max_flows:
+            _, oldest = self.lru.popitem(last=False)
+            self.stats["flows.evicted"] += 1
+            self._finish(oldest)
+        family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+        conn = ConnId(socket.inet_ntop(family, o), op, socket.inet_ntop(family, r), rp)
+        self._created += 1
+        flow = Flow(_uid(ts, conn, proto, self._created), conn, proto, ts, frame)
+        self.index[(o, op, r, rp, proto)] = (flow, True)
+        self.index[(r, rp, o, op, proto)] = (flow, False)
+        self.lru[flow.uid] = flow
+        self.stats["flows"] += 1
+        flow.analyzer = self.choose_analyzer(flow, None)
+        return flow, sender_is_orig
+
+    def _sender_is_orig(self, proto: int, sport: int, dport: int, flags: int) -> bool:
+        if proto == PROTO_TCP and flags & TCP_SYN:
+            return not flags & TCP_ACK
+        ports = self.server_ports
+        if dport in ports and sport not in ports:
+            return True
+        if sport in ports and dport not in ports:
+            return False
+        if dport < 1024 <= sport:
+            return True
+        if sport < 1024 <= dport:
+            return False
+        return True
+
+    def _end(self, flow: Flow) -> None:
+        if self.lru.pop(flow.uid, None) is not None:
+            self._finish(flow)
+
+    def _finish(self, flow: Flow) -> None:
+        c = flow.conn
+        family = socket.AF_INET if ":" not in c.orig_h else socket.AF_INET6
+        o, r = socket.inet_pton(family, c.orig_h), socket.inet_pton(family, c.resp_h)
+        for key in ((o, c.orig_p, r, c.resp_p, flow.proto), (r, c.resp_p, o, c.orig_p, flow.proto)):
+            entry = self.index.get(key)
+            if entry is not None and entry[0] is flow:
+                del self.index[key]
+        for is_orig in (True, False):
+            if flow.streams[is_orig].pending:
+                self._skip_gap(flow, is_orig, flow.last_ts, flow.frame)
+        if flow.analyzer is not None:
+            flow.analyzer.finish(flow.last_ts)
+        self.on_flow_end(flow)
+
+    def expire(self, now: float) -> None:
+        """End flows idle for longer than their timeout (checked once a second of packet time)."""
+        self._next_expiry = now + 1.0
+        lru = self.lru
+        while lru:
+            flow = next(iter(lru.values()))
+            if flow.closed:
+                timeout = self.closed_timeout
+            elif flow.proto == PROTO_TCP:
+                timeout = self.tcp_timeout
+            else:
+                timeout = self.udp_timeout
+            if now - flow.last_ts <= timeout:
+                break
+            lru.popitem(last=False)
+            self._finish(flow)
+
+    def flush(self) -> None:
+        """End every flow (end of capture)."""
+        while self.lru:
+            _, flow = self.lru.popitem(last=False)
+            self._finish(flow)
+
+
+def _uid(ts: float, conn: ConnId, proto: int, n: int) -> str:
+    """A Zeek-style connection uid, deterministic for a given capture."""
+    digest = hashlib.blake2b(f"{ts!r}|{conn}|{proto}|{n}".encode(), digest_size=12).digest()
+    value = int.from_bytes(digest, "big")
+    chars = []
+    while value:
+        value, rem = divmod(value, 62)
+        chars.append(BASE62[rem])
+    return "C" + "".join(chars)[:17]

@@ -1,0 +1,1 @@
+"""Sinks: where records and findings go (JSONL by default; Elasticsearch and EVE later)."""
