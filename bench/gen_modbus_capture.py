@@ -575,16 +575,18 @@ class Generator:
         return 8, 1, pdu, pdu
 
     def _poll_pair(self, c: Conn, item: PollItem) -> tuple[int, int, bytes, bytes]:
-        req = bytes((item.fc,)) + U16_PAIR.pack(item.addr, item.qty)
+        head = bytes((item.fc,)) + U16_PAIR.pack(item.addr, item.qty)
+        req = head
+        if item.fc == 16:  # periodic setpoint sync: write back the current values
+            i = item.addr
+            values = c.plc.units[item.unit - 1].regs[2 * i: 2 * (i + item.qty)]
+            req = head + bytes((2 * item.qty,)) + values
         if item.bad:
             return item.fc, item.unit, req, bytes((item.fc | 0x80, 0x02))
         if self.rng.random() < P_BUSY:
             return item.fc, item.unit, req, bytes((item.fc | 0x80, 0x06))
         if item.fc == 16:
-            unit = c.plc.units[item.unit - 1]
-            i = item.addr
-            values = bytes(unit.regs[2 * i: 2 * (i + item.qty)])
-            return (16, item.unit, req + bytes((2 * item.qty,)) + values, req)
+            return 16, item.unit, req, head
         return item.fc, item.unit, req, self._read_response(c, item)
 
     def _adus(self, c: Conn, pair: tuple[int, int, bytes, bytes]) -> tuple[bytes, bytes]:

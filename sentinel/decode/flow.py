@@ -71,6 +71,7 @@ class Flow:
         "frame",
         "history",
         "hist_bits",
+        "last_frame",
         "last_ts",
         "missed_bytes",
         "orig_bytes",
@@ -90,7 +91,7 @@ class Flow:
         self.proto = proto
         self.first_ts = ts
         self.last_ts = ts
-        self.frame = frame
+        self.frame = self.last_frame = frame
         self.orig_pkts = self.resp_pkts = 0
         self.orig_bytes = self.resp_bytes = 0
         self.orig_ip_bytes = self.resp_ip_bytes = 0
@@ -227,6 +228,7 @@ class FlowTable:
             self.lru.move_to_end(flow.uid)
         if ts > flow.last_ts:
             flow.last_ts = ts
+        flow.last_frame = frame
         if is_orig:
             flow.orig_pkts += 1
             flow.orig_ip_bytes += ip_bytes
@@ -250,7 +252,7 @@ class FlowTable:
                     ahead = (ack - peer.next_seq) & SEQ_MASK
                     if 0 < ahead < SEQ_HALF:
                         # The peer acknowledged bytes the capture never showed: a gap.
-                        self._skip_gap(flow, not is_orig, ts, frame)
+                        self._skip_gap(flow, not is_orig, ts, frame, ack)
         elif payload:
             analyzer = flow.analyzer
             if analyzer is None:
@@ -291,6 +293,9 @@ class FlowTable:
                 self._drain(flow, is_orig, stream, ts, frame)
         elif rel >= SEQ_HALF:  # starts before what we have: retransmission or overlap
             behind = 0x100000000 - rel
+            if behind > self.max_stream_buffer:
+                self._jump(flow, is_orig, seq, payload, ts, frame)
+                return
             if behind >= len(payload):
                 self.stats["tcp.retransmissions"] += 1
                 return
@@ -299,6 +304,8 @@ class FlowTable:
             self._deliver(flow, is_orig, payload[behind:], ts, frame)
             if stream.pending:
                 self._drain(flow, is_orig, stream, ts, frame)
+        elif rel > self.max_stream_buffer:
+            self._jump(flow, is_orig, seq, payload, ts, frame)
         else:  # a hole before this segment: keep it until the hole fills or is a gap
             self.stats["tcp.out_of_order"] += 1
             if seq in stream.pending:
@@ -334,19 +341,45 @@ class FlowTable:
             stream.next_seq = (nxt + len(data)) & SEQ_MASK  # type: ignore[operator]
             self._deliver(flow, is_orig, data, ts, frame)
 
-    def _skip_gap(self, flow: Flow, is_orig: bool, ts: float, frame: int) -> None:
-        """Jump over the hole to the earliest buffered segment."""
+    def _jump(
+        self, flow: Flow, is_orig: bool, seq: int, payload: bytes, ts: float, frame: int
+    ) -> None:
+        """A sequence number further from the stream than any window we buffer: neither a
+        retransmission nor reordering but a discontinuity (fuzzed or spliced traffic, or a
+        capture that lost much). Flush what is buffered, then restart the stream at this
+        segment, as a gap."""
+        stream = flow.streams[is_orig]
+        self.stats["tcp.seq_jumps"] += 1
+        while stream.pending:  # what was buffered in the old sequence space goes first
+            self._skip_gap(flow, is_orig, ts, frame)
+        if flow.analyzer is not None:
+            flow.analyzer.gap(is_orig, ts, frame)
+        stream.next_seq = (seq + len(payload)) & SEQ_MASK
+        self._deliver(flow, is_orig, payload, ts, frame)
+
+    def _skip_gap(
+        self, flow: Flow, is_orig: bool, ts: float, frame: int, acked: int | None = None
+    ) -> None:
+        """Jump over a hole: to the earliest buffered segment, or to the peer's ACK if sooner.
+
+        Unlike Zeek, which resumes at the acknowledged sequence number and so drops segments
+        captured between the hole and the ACK, buffered segments are kept: they were sent,
+        and Modbus framing restarts cleanly at a segment boundary. Stopping at the ACK keeps a
+        bogus far-ahead sequence number (fuzzed traffic) from swallowing the stream.
+        """
         stream = flow.streams[is_orig]
         if not stream.pending or stream.next_seq is None:
             return
         nxt = stream.next_seq
-        first = min(stream.pending, key=lambda s: (s - nxt) & SEQ_MASK)
-        missed = (first - nxt) & SEQ_MASK
+        target = min(stream.pending, key=lambda s: (s - nxt) & SEQ_MASK)
+        if acked is not None and (acked - nxt) & SEQ_MASK < (target - nxt) & SEQ_MASK:
+            target = acked
+        missed = (target - nxt) & SEQ_MASK
         if missed >= SEQ_HALF:
             missed = 0
         flow.missed_bytes += missed
         self.stats["tcp.gaps"] += 1
-        stream.next_seq = first
+        stream.next_seq = target
         if flow.analyzer is not None:
             flow.analyzer.gap(is_orig, ts, frame)
         self._drain(flow, is_orig, stream, ts, frame)
@@ -411,8 +444,8 @@ class FlowTable:
             if entry is not None and entry[0] is flow:
                 del self.index[key]
         for is_orig in (True, False):
-            if flow.streams[is_orig].pending:
-                self._skip_gap(flow, is_orig, flow.last_ts, flow.frame)
+            while flow.streams[is_orig].pending:
+                self._skip_gap(flow, is_orig, flow.last_ts, flow.last_frame)
         if flow.analyzer is not None:
             flow.analyzer.finish(flow.last_ts)
         self.on_flow_end(flow)

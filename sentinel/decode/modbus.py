@@ -484,14 +484,30 @@ class ModbusAnalyzer:
 
     def gap(self, is_orig: bool, ts: float, frame: int) -> None:
         """Bytes are missing from this direction: a partial ADU can never complete."""
-        self._buffers[is_orig] = b""
+        self._cut(is_orig, ts, frame, "a capture gap")
 
     def finish(self, ts: float) -> None:
+        frame = self.flow.last_frame
+        for is_orig in (True, False):
+            self._cut(is_orig, ts, frame, "the end of the connection")
         self.unanswered += len(self._pending)
         self._pending.clear()
-        if self.service is None and not self.disabled and (self._buffers[0] or self._buffers[1]):
-            self._anomaly(True, ts, self.flow.frame, "modbus.non_modbus_traffic",
-                          "connection ended before a complete Modbus/TCP message")
+
+    def _cut(self, is_orig: bool, ts: float, frame: int, why: str) -> None:
+        """A partial ADU that will never complete: keep what its header says, like Zeek does
+        (Zeek logs a message as soon as its MBAP header is parsed)."""
+        buf = self._buffers[is_orig]
+        self._buffers[is_orig] = b""
+        if self.disabled or not buf:
+            return
+        if len(buf) >= 8 and self.service is not None:
+            tid, _pid, length, unit, raw_fc = _mbap(buf, 0)
+            self._anomaly(is_orig, ts, frame, "modbus.incomplete_adu",
+                          f"{len(buf) - 6} of {length} bytes before {why}")
+            self._message(is_orig, tid, length, unit, raw_fc, None, ts, frame)
+        elif self.service is None:
+            self._anomaly(is_orig, ts, frame, "modbus.non_modbus_traffic",
+                          f"{len(buf)} bytes that never formed a Modbus/TCP message before {why}")
 
     # -- internals
     def _framing_error(self, is_orig: bool, ts: float, frame: int, pid: int, length: int) -> None:
@@ -509,10 +525,14 @@ class ModbusAnalyzer:
             self._anomaly(is_orig, ts, frame, "modbus.invalid_length", f"MBAP length {length}")
 
     def _message(
-        self, is_orig: bool, tid: int, length: int, unit: int, raw_fc: int, data: bytes,
+        self, is_orig: bool, tid: int, length: int, unit: int, raw_fc: int, data: bytes | None,
         ts: float, frame: int,
     ) -> None:
+        """Decode and emit one ADU; ``data`` is None when only the header arrived."""
         fc = raw_fc & 0x7F
+        incomplete = data is None
+        if data is None:
+            data = b""
         problem: Malformed | None = None
         exception = None
         latency = None
@@ -521,7 +541,7 @@ class ModbusAnalyzer:
         if is_orig:
             decoder = REQUEST_DECODERS.get(raw_fc)
             try:
-                fields = decoder(data) if decoder else {}
+                fields = decoder(data) if decoder and not incomplete else {}
             except Malformed as exc:
                 problem, fields = exc, exc.fields
             except struct.error as exc:
@@ -546,7 +566,9 @@ class ModbusAnalyzer:
                 # Not a capture that started mid-conversation: nobody asked for this.
                 self._anomaly(False, ts, frame, "modbus.unsolicited_response",
                               f"no open request with transaction id {tid}")
-            if raw_fc & 0x80:
+            if incomplete:
+                fields = {}
+            elif raw_fc & 0x80:
                 code = data[0] if data else None
                 fields = {"exception_code": code}
                 if code is None:
