@@ -29,19 +29,24 @@ class AnomalyRule:
 
 RULES: dict[str, AnomalyRule] = {
     "modbus.invalid_protocol_id": AnomalyRule(
-        2250001, "Modbus invalid protocol id", "medium", EXPLOIT),
+        2250001, "Modbus invalid protocol id", "medium", EXPLOIT
+    ),
     "modbus.unsolicited_response": AnomalyRule(
-        2250002, "Modbus unsolicited response", "medium", SPOOF),
+        2250002, "Modbus unsolicited response", "medium", SPOOF
+    ),
     "modbus.invalid_length": AnomalyRule(2250003, "Modbus invalid length", "medium", EXPLOIT),
     "modbus.truncated_pdu": AnomalyRule(2250004, "Modbus truncated PDU", "medium", EXPLOIT),
     "modbus.unknown_function": AnomalyRule(
-        2250005, "Modbus unknown function code", "medium", INFO_DISCOVERY),
+        2250005, "Modbus unknown function code", "medium", INFO_DISCOVERY
+    ),
     "modbus.invalid_value": AnomalyRule(2250006, "Modbus invalid field value", "low", EXPLOIT),
     "modbus.flooded": AnomalyRule(2250007, "Modbus request flood", "high", DOS),
     "modbus.non_modbus_traffic": AnomalyRule(
-        2250008, "Non-Modbus traffic on a Modbus port", "medium", COMMON_PORT),
+        2250008, "Non-Modbus traffic on a Modbus port", "medium", COMMON_PORT
+    ),
     "modbus.unknown_diagnostic_subfunction": AnomalyRule(
-        2250009, "Modbus unknown diagnostics sub-function", "low", INFO_DISCOVERY),
+        2250009, "Modbus unknown diagnostics sub-function", "low", INFO_DISCOVERY
+    ),
 }
 RULESET = "sentinel-protocol-events"
 
@@ -71,7 +76,10 @@ class ProtocolAnomalies(Detector):
                 protocol=protocol,
                 dataset=f"sentinel.{protocol}",
                 frame=event.frame,
-                evidence={"anomaly": event.name, "detail": event.detail,
-                          "direction": "to_server" if event.is_orig else "to_client"},
+                evidence={
+                    "anomaly": event.name,
+                    "detail": event.detail,
+                    "direction": "to_server" if event.is_orig else "to_client",
+                },
             )
         ]

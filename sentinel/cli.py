@@ -12,7 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -21,11 +23,42 @@ from rich.table import Table
 
 from sentinel import __version__
 from sentinel.capture.pcapfile import CaptureFile
-from sentinel.config import load_config
+from sentinel.config import Config, load_config
 from sentinel.errors import ConfigError, SentinelError
+
+if TYPE_CHECKING:
+    from sentinel.pipeline.detector import Detector
+    from sentinel.sinks.base import Sink
 
 EXIT_USAGE = 2
 err_console = Console(stderr=True)
+
+# Modules that add sub-commands or analyze options; each is imported if it exists, and
+# registers itself with ``cli.add_command`` / ``ANALYZE_EXTENSIONS``.
+COMMAND_MODULES = (
+    "sentinel.rules.cli",
+    "sentinel.es.cli",
+    "sentinel.lab.cli",
+    "sentinel.ml.cli",
+    "sentinel.respond.cli",
+    "sentinel.privacy.cli",
+)
+
+
+@dataclass
+class AnalyzeExtension:
+    """Options that a feature adds to ``sentinel analyze`` and what they turn on.
+
+    ``apply(params, config)`` gets every parsed option by name and returns the extra
+    detectors and sinks for the run (or raises ``SentinelError`` for a bad value).
+    """
+
+    name: str
+    options: list[click.Option]
+    apply: Callable[[dict[str, Any], Config], tuple[list[Detector], list[Sink]]]
+
+
+ANALYZE_EXTENSIONS: list[AnalyzeExtension] = []
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,34 +89,81 @@ def _output_dirs(captures: Sequence[str], out: str | None) -> list[Path]:
     return names
 
 
-@cli.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def analyze(captures: tuple[str, ...], out: str | None, config_path: str | None,
-            quiet: bool) -> None:
-    """Analyse pcap/pcapng captures (gzip too) into JSONL logs, findings and stats."""
+def analyze(
+    captures: tuple[str, ...],
+    out: str | None,
+    config_path: str | None,
+    quiet: bool,
+    **extension_params: Any,
+) -> None:
+    """Analyse pcap/pcapng captures (gzip too) into JSONL logs, findings and stats.
+
+    With --out DIR and one capture, the results go into DIR; otherwise each capture gets
+    DIR/<capture name>/ (DIR defaults to ./sentinel-out).
+    """
     from sentinel.pipeline import Pipeline
+    from sentinel.pipeline.detector import REGISTRY
+
+    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
 
     config = load_config(config_path)
     for capture in captures:  # refuse bad input before doing any work
         CaptureFile(capture).close()
+    extra_detectors: list[Detector] = []
+    extra_sinks: list[Sink] = []
+    for ext in ANALYZE_EXTENSIONS:
+        detectors, sinks = ext.apply(extension_params, config)
+        extra_detectors += detectors
+        extra_sinks += sinks
     console = Console()
     for capture, out_dir in zip(captures, _output_dirs(captures, out), strict=True):
-        if quiet:
-            result = Pipeline(config, out_dir).run(capture)
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                TimeRemainingColumn(), console=err_console, transient=True,
-            ) as bar:
-                task = bar.add_task(Path(capture).name, total=None)
-                result = Pipeline(
-                    config, out_dir,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                ).run(capture)
+        detectors = [cls(config) for cls in REGISTRY.values()] + extra_detectors
+        progress = None
+        bar = None
+        if not quiet:
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            task = bar.add_task(Path(capture).name, total=None)
+            progress = _progress_callback(bar, task)
+            bar.start()
+        try:
+            result = Pipeline(config, out_dir, detectors, extra_sinks, progress).run(capture)
+        finally:
+            if bar is not None:
+                bar.stop()
+        if not quiet:
             console.print(_summary(result.stats, result.out_dir))
+
+
+def _progress_callback(bar: Progress, task: Any) -> Callable[[int, int], None]:
+    return lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _register_extensions() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # the parent package does not exist (yet)
+            found = False
+        if found:
+            importlib.import_module(name)
+    params = list(analyze.__click_params__) if hasattr(analyze, "__click_params__") else []
+    for ext in ANALYZE_EXTENSIONS:
+        params += ext.options
+    cli.add_command(click.Command("analyze", callback=analyze, params=params, help=analyze.__doc__))
 
 
 def _summary(stats: dict[str, Any], out_dir: str) -> Table:
@@ -91,8 +171,11 @@ def _summary(stats: dict[str, Any], out_dir: str) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     pps = stats["packets_per_second"]
-    table.add_row("packets", f"{stats['packets']:,} in {stats['elapsed_seconds']:.2f} s"
-                  + (f" ({pps:,} packets/s)" if pps else ""))
+    table.add_row(
+        "packets",
+        f"{stats['packets']:,} in {stats['elapsed_seconds']:.2f} s"
+        + (f" ({pps:,} packets/s)" if pps else ""),
+    )
     table.add_row("flows", f"{stats['flows']:,}")
     table.add_row("modbus messages", f"{stats['modbus_messages']:,}")
     for func, n in list(stats["modbus_by_function"].items())[:12]:
@@ -111,6 +194,8 @@ def _summary(stats: dict[str, Any], out_dir: str) -> Table:
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
+        if "analyze" not in cli.commands:
+            _register_extensions()
         cli.main(args=argv, prog_name="sentinel", standalone_mode=False)
     except click.exceptions.Abort:
         err_console.print("sentinel: interrupted")
@@ -131,8 +216,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line for the user, the traceback on request
         if os.environ.get("SENTINEL_DEBUG"):
             raise
-        click.echo(f"sentinel: internal error: {type(exc).__name__}: {exc} "
-                   "(set SENTINEL_DEBUG=1 for the traceback)", err=True)
+        click.echo(
+            f"sentinel: internal error: {type(exc).__name__}: {exc} "
+            "(set SENTINEL_DEBUG=1 for the traceback)",
+            err=True,
+        )
         sys.exit(70)
 
 

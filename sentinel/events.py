@@ -67,3 +67,29 @@ class Anomaly(NamedTuple):
     name: str
     detail: str
     frame: int
+
+
+class PacketEvent(NamedTuple):
+    """A TCP or UDP packet as packet-level rules see it (built only if a detector asks)."""
+
+    ts: float
+    frame: int
+    uid: str
+    conn: ConnId
+    is_orig: bool
+    proto: int  # 6 TCP, 17 UDP
+    tcp_flags: int
+    payload: bytes
+    established: bool
+
+
+class StreamData(NamedTuple):
+    """In-order reassembled bytes of one direction of a TCP connection (or a UDP payload)."""
+
+    ts: float
+    frame: int
+    uid: str
+    conn: ConnId
+    is_orig: bool
+    data: bytes
+    offset: int  # of ``data`` in this direction's stream

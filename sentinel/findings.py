@@ -128,8 +128,12 @@ class Aggregator:
 
     def add(self, finding: Finding) -> None:
         c = finding.conn
-        key = (finding.rule_id, c.orig_h if c else None, c.resp_h if c else None,
-               c.resp_p if c else None)
+        key = (
+            finding.rule_id,
+            c.orig_h if c else None,
+            c.resp_h if c else None,
+            c.resp_p if c else None,
+        )
         current = self._open.get(key)
         if current is not None and finding.ts - current.ts <= self.window:
             self._open[key] = replace(current, count=current.count + 1, last_ts=finding.ts)

@@ -48,7 +48,7 @@ class CaptureFile:
         try:
             raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
-            raise CaptureError(f"cannot open capture: {exc.strerror}") from None
+            raise CaptureError(f"{self.path}: cannot open capture: {exc.strerror}") from None
         self._raw = raw
         self.size = os.fstat(raw.fileno()).st_size
         head = raw.read(4)
@@ -195,7 +195,7 @@ def _if_tsresol(options: bytes, endian: str) -> float:
             break
         if code == 9 and length >= 1:
             value = options[pos + 4]
-            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0 ** -value
+            return 2.0 ** -(value & 0x7F) if value & 0x80 else 10.0**-value
         pos += 4 + ((length + 3) & ~3)
     return 1e-6
 

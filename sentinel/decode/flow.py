@@ -69,8 +69,8 @@ class Flow:
         "first_ts",
         "flags",
         "frame",
-        "history",
         "hist_bits",
+        "history",
         "last_frame",
         "last_ts",
         "missed_bytes",
@@ -81,6 +81,7 @@ class Flow:
         "resp_bytes",
         "resp_ip_bytes",
         "resp_pkts",
+        "stream_offsets",
         "streams",
         "uid",
     )
@@ -100,6 +101,7 @@ class Flow:
         self.history = ""
         self.flags = [0, 0]  # TCP flags seen, per direction
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
+        self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
         self.analyzer: AppAnalyzer | None = None
 
     def mark(self, is_orig: bool, bit: int) -> None:
@@ -107,6 +109,13 @@ class Flow:
             self.hist_bits[is_orig] |= bit
             letter = HISTORY_LETTERS[bit]
             self.history += letter if is_orig else letter.lower()
+
+    @property
+    def established(self) -> bool:
+        """TCP: the handshake was seen (or, mid-stream, both sides sent); UDP: both sides."""
+        if self.proto == PROTO_TCP and (self.hist_bits[1] & H_SYN or self.hist_bits[0] & H_SYN):
+            return bool(self.hist_bits[1] & H_SYN and self.hist_bits[0] & H_SYNACK)
+        return bool(self.orig_pkts and self.resp_pkts)
 
     @property
     def closed(self) -> bool:
@@ -183,8 +192,13 @@ class FlowTable:
 
     ``choose_analyzer(flow, first_payload)`` is asked once per flow when it is created (with
     ``None``) and, while it has no analyzer, with the flow's first payload (content detection).
-    ``on_flow_end(flow)`` is called exactly once per flow.
+    ``on_flow_end(flow)`` is called exactly once per flow. The optional hooks see every
+    packet (``packet_hook(flow, is_orig, ts, frame, decoded)``) and every in-order stream chunk
+    (``stream_hook(flow, is_orig, data, ts, frame)``); they are for detectors that need bytes.
     """
+
+    packet_hook: Callable[[Flow, bool, float, int, Decoded], None] | None = None
+    stream_hook: Callable[[Flow, bool, bytes, float, int], None] | None = None
 
     def __init__(
         self,
@@ -221,7 +235,11 @@ class FlowTable:
             flow, is_orig = entry
             if proto == PROTO_TCP and flags & TCP_SYN and not flags & TCP_ACK and is_orig:
                 stream = flow.streams[1]
-                if stream.isn is not None and seq != stream.isn and (flow.closed or flow.hist_bits[1] & H_DATA):
+                if (
+                    stream.isn is not None
+                    and seq != stream.isn
+                    and (flow.closed or flow.hist_bits[1] & H_DATA)
+                ):
                     # A new connection reusing the 5-tuple: end the old one first.
                     self._end(flow)
                     flow, is_orig = self._create(ts, frame, d)
@@ -229,6 +247,8 @@ class FlowTable:
         if ts > flow.last_ts:
             flow.last_ts = ts
         flow.last_frame = frame
+        if self.packet_hook is not None:
+            self.packet_hook(flow, is_orig, ts, frame, d)
         if is_orig:
             flow.orig_pkts += 1
             flow.orig_ip_bytes += ip_bytes
@@ -254,6 +274,8 @@ class FlowTable:
                         # The peer acknowledged bytes the capture never showed: a gap.
                         self._skip_gap(flow, not is_orig, ts, frame, ack)
         elif payload:
+            if self.stream_hook is not None:
+                self.stream_hook(flow, is_orig, payload, ts, frame)
             analyzer = flow.analyzer
             if analyzer is None:
                 analyzer = flow.analyzer = self.choose_analyzer(flow, payload)
@@ -385,6 +407,9 @@ class FlowTable:
         self._drain(flow, is_orig, stream, ts, frame)
 
     def _deliver(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        if self.stream_hook is not None:
+            self.stream_hook(flow, is_orig, data, ts, frame)
+        flow.stream_offsets[is_orig] += len(data)
         analyzer = flow.analyzer
         if analyzer is None:
             if flow.hist_bits[0] & H_DATA and flow.hist_bits[1] & H_DATA:

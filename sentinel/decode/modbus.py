@@ -166,12 +166,16 @@ def _req_write_multiple_registers(data: bytes) -> Fields:  # FC 16 (6.12)
 def _req_read_file_record(data: bytes) -> Fields:  # FC 20 (6.14)
     body = _byte_count(data)
     if len(body) % 7:
-        raise Malformed("modbus.invalid_value", f"sub-request bytes {len(body)} not a multiple of 7")
+        raise Malformed(
+            "modbus.invalid_value", f"sub-request bytes {len(body)} not a multiple of 7"
+        )
     records = []
     for pos in range(0, len(body), 7):
         ref_type = body[pos]
         file_no, record_no, length = _u16x3(body, pos + 1)
-        records.append({"ref_type": ref_type, "file": file_no, "record": record_no, "length": length})
+        records.append(
+            {"ref_type": ref_type, "file": file_no, "record": record_no, "length": length}
+        )
     return {"records": records}
 
 
@@ -188,7 +192,12 @@ def _file_records_with_data(data: bytes) -> Fields:  # FC 21 (6.15), request and
         if len(words) < length * 2:
             raise Malformed("modbus.truncated_pdu", "file record data cut")
         records.append(
-            {"ref_type": ref_type, "file": file_no, "record": record_no, "values": _registers(words)}
+            {
+                "ref_type": ref_type,
+                "file": file_no,
+                "record": record_no,
+                "values": _registers(words),
+            }
         )
         pos += 7 + length * 2
     return {"records": records}
@@ -273,7 +282,9 @@ def _resp_registers(data: bytes, request: Fields | None) -> Fields:  # FC 3, 4, 
         fields["address"] = address
         if quantity is not None and quantity != len(values):
             fields["quantity"] = len(values)
-            raise Malformed("modbus.invalid_value", f"{len(values)} registers, {quantity} asked", fields)
+            raise Malformed(
+                "modbus.invalid_value", f"{len(values)} registers, {quantity} asked", fields
+            )
         fields["quantity"] = quantity
     return fields
 
@@ -502,12 +513,22 @@ class ModbusAnalyzer:
             return
         if len(buf) >= 8 and self.service is not None:
             tid, _pid, length, unit, raw_fc = _mbap(buf, 0)
-            self._anomaly(is_orig, ts, frame, "modbus.incomplete_adu",
-                          f"{len(buf) - 6} of {length} bytes before {why}")
+            self._anomaly(
+                is_orig,
+                ts,
+                frame,
+                "modbus.incomplete_adu",
+                f"{len(buf) - 6} of {length} bytes before {why}",
+            )
             self._message(is_orig, tid, length, unit, raw_fc, None, ts, frame)
         elif self.service is None:
-            self._anomaly(is_orig, ts, frame, "modbus.non_modbus_traffic",
-                          f"{len(buf)} bytes that never formed a Modbus/TCP message before {why}")
+            self._anomaly(
+                is_orig,
+                ts,
+                frame,
+                "modbus.non_modbus_traffic",
+                f"{len(buf)} bytes that never formed a Modbus/TCP message before {why}",
+            )
 
     # -- internals
     def _framing_error(self, is_orig: bool, ts: float, frame: int, pid: int, length: int) -> None:
@@ -517,16 +538,28 @@ class ModbusAnalyzer:
             # analyzer the same way on the MBAP protocol-id check).
             self.disabled = True
             self._buffers = [b"", b""]
-            self._anomaly(is_orig, ts, frame, "modbus.non_modbus_traffic",
-                          f"first bytes are not Modbus/TCP (protocol id {pid}, length {length})")
+            self._anomaly(
+                is_orig,
+                ts,
+                frame,
+                "modbus.non_modbus_traffic",
+                f"first bytes are not Modbus/TCP (protocol id {pid}, length {length})",
+            )
         elif pid != 0:
             self._anomaly(is_orig, ts, frame, "modbus.invalid_protocol_id", f"protocol id {pid}")
         else:
             self._anomaly(is_orig, ts, frame, "modbus.invalid_length", f"MBAP length {length}")
 
     def _message(
-        self, is_orig: bool, tid: int, length: int, unit: int, raw_fc: int, data: bytes | None,
-        ts: float, frame: int,
+        self,
+        is_orig: bool,
+        tid: int,
+        length: int,
+        unit: int,
+        raw_fc: int,
+        data: bytes | None,
+        ts: float,
+        frame: int,
     ) -> None:
         """Decode and emit one ADU; ``data`` is None when only the header arrived."""
         fc = raw_fc & 0x7F
@@ -553,8 +586,13 @@ class ModbusAnalyzer:
                 self.unanswered += 1
                 if not self._flooded:
                     self._flooded = True
-                    self._anomaly(is_orig, ts, frame, "modbus.flooded",
-                                  f"more than {self.max_pending} requests without response")
+                    self._anomaly(
+                        is_orig,
+                        ts,
+                        frame,
+                        "modbus.flooded",
+                        f"more than {self.max_pending} requests without response",
+                    )
             pending[tid] = (ts, fc, unit, fields)
         else:
             open_request = self._pending.get(tid)
@@ -564,8 +602,13 @@ class ModbusAnalyzer:
                 request = open_request[3]
             elif self._requests or self.flow.hist_bits[1] & 1:
                 # Not a capture that started mid-conversation: nobody asked for this.
-                self._anomaly(False, ts, frame, "modbus.unsolicited_response",
-                              f"no open request with transaction id {tid}")
+                self._anomaly(
+                    False,
+                    ts,
+                    frame,
+                    "modbus.unsolicited_response",
+                    f"no open request with transaction id {tid}",
+                )
             if incomplete:
                 fields = {}
             elif raw_fc & 0x80:
@@ -593,8 +636,22 @@ class ModbusAnalyzer:
             self.service = "modbus"
         self.messages += 1
         self._bus.modbus(
-            ModbusMessage(ts, self.uid, self.conn, is_orig, tid, 0, unit, fc, FUNC_BY_RAW[raw_fc],
-                          exception, length, frame, fields, latency)
+            ModbusMessage(
+                ts,
+                self.uid,
+                self.conn,
+                is_orig,
+                tid,
+                0,
+                unit,
+                fc,
+                FUNC_BY_RAW[raw_fc],
+                exception,
+                length,
+                frame,
+                fields,
+                latency,
+            )
         )
 
     def _anomaly(self, is_orig: bool, ts: float, frame: int, name: str, detail: str) -> None:
@@ -606,4 +663,9 @@ def looks_like_modbus_request(payload: bytes) -> bool:
     if len(payload) < 8:
         return False
     _tid, pid, length, _unit, fc = _mbap(payload, 0)
-    return pid == 0 and 2 <= length <= MAX_ADU_LENGTH and len(payload) == 6 + length and fc in REQUEST_DECODERS
+    return (
+        pid == 0
+        and 2 <= length <= MAX_ADU_LENGTH
+        and len(payload) == 6 + length
+        and fc in REQUEST_DECODERS
+    )

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from sentinel.config import Config
-from sentinel.events import Anomaly, ModbusMessage
+from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Finding
 
-EVENT_METHODS = ("on_modbus", "on_anomaly", "on_flow_end", "on_tick")
+EVENT_METHODS = ("on_packet", "on_stream", "on_modbus", "on_anomaly", "on_flow_end", "on_tick")
 
 
 class Detector:
@@ -25,6 +25,14 @@ class Detector:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+
+    def on_packet(self, packet: PacketEvent) -> Iterable[Finding] | None:
+        """Every TCP/UDP packet (costly: subscribe only if rules need raw packets)."""
+        raise NotImplementedError
+
+    def on_stream(self, chunk: StreamData) -> Iterable[Finding] | None:
+        """In-order reassembled payload bytes, per direction."""
+        raise NotImplementedError
 
     def on_modbus(self, msg: ModbusMessage) -> Iterable[Finding] | None:
         raise NotImplementedError

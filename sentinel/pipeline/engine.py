@@ -22,12 +22,13 @@ from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
 from sentinel.decode.flow import Flow, FlowTable
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
-from sentinel.decode.packet import PROTO_TCP, PacketDecoder
-from sentinel.events import Anomaly, ModbusMessage
+from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
+from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
-from sentinel.pipeline.detector import REGISTRY, Detector
+from sentinel.pipeline.detector import EVENT_METHODS, REGISTRY, Detector
 from sentinel.pipeline.inventory import Inventory
-from sentinel.sinks.jsonl import JsonlWriter
+from sentinel.sinks.base import Sink
+from sentinel.sinks.jsonl import JsonlSink
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
 PROGRESS_EVERY = 0x3FFF  # packets between progress callbacks (a power of two minus one)
@@ -91,13 +92,19 @@ class SiteLabels:
 
 
 class Pipeline:
-    """Analyse one capture into ``out_dir``; create a new Pipeline per run."""
+    """One run: packets through decoders and detectors into the sinks; one Pipeline per run.
+
+    ``run(capture)`` reads a capture file; ``run_packets(packets)`` takes any iterable of
+    ``(ts, linktype, frame)`` (a live source). The JSONL sink always writes into ``out_dir``;
+    ``sinks`` adds others (Elasticsearch, EVE) that receive the same records.
+    """
 
     def __init__(
         self,
         config: Config,
         out_dir: str | os.PathLike[str],
         detectors: Iterable[Detector] | None = None,
+        sinks: Iterable[Sink] = (),
         progress: ProgressCallback | None = None,
     ) -> None:
         self.config = config
@@ -108,26 +115,29 @@ class Pipeline:
 
             detectors = [cls(config) for cls in REGISTRY.values()]
         self.detectors = list(detectors)
-        self._handlers: dict[str, list[Callable[..., Any]]] = {
-            "on_modbus": [], "on_anomaly": [], "on_flow_end": [], "on_tick": [],
-        }
+        self._handlers: dict[str, list[Callable[..., Any]]] = {m: [] for m in EVENT_METHODS}
         for det in self.detectors:
             for method in det.subscriptions():
                 self._handlers[method].append(getattr(det, method))
+        self.extra_sinks = list(sinks)
         self.sites = SiteLabels(config)
         self.inventory = Inventory(config)
         self.modbus_ports = frozenset(config.decode.modbus_ports)
         self.by_function: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
         self.findings_by_severity: Counter[str] = Counter()
+        self.findings = 0
         self.unanswered = 0
         self.modbus_messages = 0
+        self._aggregator = Aggregator(self._emit_finding)
 
     # -- events from the decoders (the EventBus protocol)
     def modbus(self, msg: ModbusMessage) -> None:
         self.modbus_messages += 1
         self.by_function[msg.func] += 1
-        self._modbus_out.write(modbus_record(msg))
+        record = modbus_record(msg)
+        for write in self._modbus_writers:
+            write(record)
         self.inventory.on_modbus(msg)
         for handler in self._handlers["on_modbus"]:
             self._raise(handler(msg))
@@ -143,11 +153,13 @@ class Pipeline:
                 self._aggregator.add(f)
 
     def _emit_finding(self, f: Finding) -> None:
-        observer = self.config.observer.name
+        self.findings += 1
         self.findings_by_severity[f.severity] += 1
-        self._findings_out.write(f.to_ecs(observer, self.sites.for_finding(f)))
+        doc = f.to_ecs(self.config.observer.name, self.sites.for_finding(f))
+        for sink in self._sinks:
+            sink.finding(doc)
 
-    # -- flows
+    # -- flows and bytes
     def _choose_analyzer(self, flow: Flow, first_payload: bytes | None) -> ModbusAnalyzer | None:
         if flow.proto != PROTO_TCP:
             return None
@@ -164,80 +176,122 @@ class Pipeline:
         if isinstance(flow.analyzer, ModbusAnalyzer):
             self.unanswered += flow.analyzer.unanswered
             self.inventory.flow_ended(flow.uid)
-        self._flows_out.write(record)
+        for sink in self._sinks:
+            sink.flow(record)
         for handler in self._handlers["on_flow_end"]:
             self._raise(handler(record))
 
+    def _packet_event(self, flow: Flow, is_orig: bool, ts: float, frame: int, d: Decoded) -> None:
+        event = PacketEvent(
+            ts, frame, flow.uid, flow.conn, is_orig, d[0], d[5], d[8], flow.established
+        )
+        for handler in self._handlers["on_packet"]:
+            self._raise(handler(event))
+
+    def _stream_event(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        event = StreamData(
+            ts, frame, flow.uid, flow.conn, is_orig, data, flow.stream_offsets[is_orig]
+        )
+        for handler in self._handlers["on_stream"]:
+            self._raise(handler(event))
+
     # -- the run
     def run(self, capture_path: str | os.PathLike[str]) -> RunResult:
-        os.makedirs(self.out_dir, exist_ok=True)
+        with CaptureFile(capture_path) as capture:
+            stats = self.run_packets(capture, capture.position, capture.size)
+            stats = {"capture": os.fspath(capture_path), "format": capture.format, **stats}
+            stats["decode_errors"] = dict(
+                sorted((Counter(stats["decode_errors"]) + capture.problems).items())
+            )
+        self._write_stats(stats)
+        return RunResult(self.out_dir, stats)
+
+    def run_packets(
+        self,
+        packets: Iterable[tuple[float, int, bytes]],
+        position: Callable[[], int] | None = None,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """Process ``(ts, linktype, frame)`` tuples until the iterable ends; return the stats."""
         started = time.perf_counter()
         decoder = PacketDecoder()
         dc = self.config.decode
         flows = FlowTable(
-            self._choose_analyzer, self._flow_ended, server_ports=self.modbus_ports,
-            max_flows=dc.max_flows, tcp_timeout=dc.tcp_idle_timeout,
-            udp_timeout=dc.udp_idle_timeout, max_stream_buffer=dc.max_stream_buffer,
+            self._choose_analyzer,
+            self._flow_ended,
+            server_ports=self.modbus_ports,
+            max_flows=dc.max_flows,
+            tcp_timeout=dc.tcp_idle_timeout,
+            udp_timeout=dc.udp_idle_timeout,
+            max_stream_buffer=dc.max_stream_buffer,
         )
-        self._aggregator = Aggregator(self._emit_finding)
-        path = lambda name: os.path.join(self.out_dir, name)  # noqa: E731
-        packets = nbytes = 0
-        with (
-            CaptureFile(capture_path) as capture,
-            JsonlWriter(path("modbus.jsonl")) as self._modbus_out,
-            JsonlWriter(path("flows.jsonl")) as self._flows_out,
-            JsonlWriter(path("findings.jsonl")) as self._findings_out,
-        ):
+        if self._handlers["on_packet"]:
+            flows.packet_hook = self._packet_event
+        if self._handlers["on_stream"]:
+            flows.stream_hook = self._stream_event
+        jsonl = JsonlSink(self.out_dir)
+        self._sinks: list[Sink] = [jsonl, *self.extra_sinks]
+        self._modbus_writers = [s.modbus for s in self._sinks if _overrides(s, "modbus")]
+        packets_seen = nbytes = 0
+        try:
             decode = decoder.decode
             process = flows.process
             tick_handlers = self._handlers["on_tick"]
             next_tick = 0.0
-            progress = self.progress
-            for ts, linktype, frame in capture:
-                packets += 1
+            progress = self.progress if position is not None else None
+            for ts, linktype, frame in packets:
+                packets_seen += 1
                 nbytes += len(frame)
                 d = decode(ts, linktype, frame)
                 if d is not None:
-                    process(ts, packets, d)
+                    process(ts, packets_seen, d)
                 if ts >= next_tick:
                     if next_tick:
                         self._aggregator.expire(ts)
                         for handler in tick_handlers:
                             self._raise(handler(ts))
                     next_tick = ts + 1.0
-                if progress is not None and not packets & PROGRESS_EVERY:
-                    progress(capture.position(), capture.size)
+                if progress is not None and not packets_seen & PROGRESS_EVERY:
+                    progress(position(), size or 0)  # type: ignore[misc]
             flows.flush()
             self._aggregator.flush()
-            if progress is not None:
-                progress(capture.size, capture.size)
             assets = self.inventory.records()
-            with JsonlWriter(path("assets.jsonl")) as out:
-                for rec in assets:
-                    out.write(rec)
-            elapsed = time.perf_counter() - started
-            stats = {
-                "capture": os.fspath(capture_path),
-                "format": capture.format,
-                "packets": packets,
-                "bytes": nbytes,
-                "flows": flows.stats["flows"],
-                "flows_evicted": flows.stats["flows.evicted"],
-                "modbus_messages": self.modbus_messages,
-                "modbus_by_function": dict(self.by_function.most_common()),
-                "modbus_unanswered_requests": self.unanswered,
-                "devices": len(assets),
-                "anomalies": dict(sorted(self.anomalies.items())),
-                "decode_errors": dict(sorted((decoder.errors + capture.problems).items())),
-                "tcp": {k.removeprefix("tcp."): v for k, v in sorted(flows.stats.items())
-                        if k.startswith("tcp.")},
-                "non_ip_frames": decoder.non_ip,
-                "other_ip_protocols": {str(k): v for k, v in decoder.other_protocols.items()},
-                "findings": self._findings_out.count,
-                "findings_by_severity": dict(self.findings_by_severity),
-                "elapsed_seconds": round(elapsed, 3),
-                "packets_per_second": round(packets / elapsed) if elapsed > 0 else None,
-            }
-        with open(path("stats.json"), "wb") as f:
+            for sink in self._sinks:
+                sink.assets(assets)
+        finally:
+            for sink in self._sinks:
+                sink.close()
+        if progress is not None:
+            progress(size or 0, size or 0)
+        elapsed = time.perf_counter() - started
+        return {
+            "packets": packets_seen,
+            "bytes": nbytes,
+            "flows": flows.stats["flows"],
+            "flows_evicted": flows.stats["flows.evicted"],
+            "modbus_messages": self.modbus_messages,
+            "modbus_by_function": dict(self.by_function.most_common()),
+            "modbus_unanswered_requests": self.unanswered,
+            "devices": len(assets),
+            "anomalies": dict(sorted(self.anomalies.items())),
+            "decode_errors": dict(sorted(decoder.errors.items())),
+            "tcp": {
+                k.removeprefix("tcp."): v
+                for k, v in sorted(flows.stats.items())
+                if k.startswith("tcp.")
+            },
+            "non_ip_frames": decoder.non_ip,
+            "other_ip_protocols": {str(k): v for k, v in decoder.other_protocols.items()},
+            "findings": self.findings,
+            "findings_by_severity": dict(self.findings_by_severity),
+            "elapsed_seconds": round(elapsed, 3),
+            "packets_per_second": round(packets_seen / elapsed) if elapsed > 0 else None,
+        }
+
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        with open(os.path.join(self.out_dir, "stats.json"), "wb") as f:
             f.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-        return RunResult(self.out_dir, stats)
+
+
+def _overrides(sink: Sink, method: str) -> bool:
+    return getattr(type(sink), method, None) is not getattr(Sink, method) or method in vars(sink)

@@ -16,8 +16,17 @@ MAX_PEERS = 256  # per host, to bound memory on a scanned network
 
 
 class HostRecord:
-    __slots__ = ("first_seen", "function_codes", "identity", "ip", "last_seen", "peers", "roles",
-                 "server_id", "unit_ids")
+    __slots__ = (
+        "first_seen",
+        "function_codes",
+        "identity",
+        "ip",
+        "last_seen",
+        "peers",
+        "roles",
+        "server_id",
+        "unit_ids",
+    )
 
     def __init__(self, ip: str, ts: float) -> None:
         self.ip = ip
@@ -66,8 +75,9 @@ class Inventory:
                 server.identity.update(msg.fields["objects"])
             elif msg.fc == 17 and "server_id" in msg.fields:
                 f = msg.fields
-                server.server_id = {k: f[k] for k in ("server_id", "run_indicator",
-                                                       "server_id_data") if k in f}
+                server.server_id = {
+                    k: f[k] for k in ("server_id", "run_indicator", "server_id_data") if k in f
+                }
 
     def flow_ended(self, uid: str) -> None:
         self._by_flow.pop(uid, None)
