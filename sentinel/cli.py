@@ -37,6 +37,7 @@ err_console = Console(stderr=True)
 # registers itself with ``cli.add_command`` / ``ANALYZE_EXTENSIONS``.
 COMMAND_MODULES = (
     "sentinel.rules.cli",
+    "sentinel.detectors.cli",
     "sentinel.es.cli",
     "sentinel.lab.cli",
     "sentinel.ml.cli",

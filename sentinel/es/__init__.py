@@ -1,0 +1,1 @@
+"""Sentinel es (see docs)."""

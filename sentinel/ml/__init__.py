@@ -1,0 +1,1 @@
+"""Sentinel ml (see docs)."""

@@ -1,0 +1,1 @@
+"""Sentinel privacy (see docs)."""

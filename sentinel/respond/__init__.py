@@ -1,0 +1,1 @@
+"""Sentinel respond (see docs)."""

@@ -1,0 +1,1 @@
+"""Sentinel rules (see docs)."""

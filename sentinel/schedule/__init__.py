@@ -1,0 +1,1 @@
+"""Sentinel schedule (see docs)."""

@@ -1,0 +1,1 @@
+"""Content package (installed under sentinel.*)."""
