@@ -70,7 +70,7 @@ F32 = struct.Struct(">f")
 FIN, SYN, PSH, ACK = 0x01, 0x02, 0x08, 0x10
 MODBUS_PORT = 502
 BASE_EPOCH = 1_709_539_200  # 2024-03-04 08:00:00 UTC
-CLIENT_SYN_OPTIONS = bytes.fromhex("020405b4" "01010402")  # MSS 1460, NOP, NOP, SACK_PERM
+CLIENT_SYN_OPTIONS = bytes.fromhex("020405b401010402")  # MSS 1460, NOP, NOP, SACK_PERM
 SERVER_SYN_OPTIONS = bytes.fromhex("020405b4")  # MSS 1460 (typical embedded stack)
 
 REG_BANK = 1024  # holding/input registers per unit
@@ -294,15 +294,21 @@ class Generator:
         rng = self.rng
         regs = bytearray(2 * REG_BANK)
         for r in range(0, 100):  # analog process values, scaled integers
-            U16.pack_into(regs, 2 * r, rng.choice((rng.randint(150, 350), rng.randint(0, 1000),
-                                                   rng.randint(4000, 20000))))
+            U16.pack_into(
+                regs,
+                2 * r,
+                rng.choice((rng.randint(150, 350), rng.randint(0, 1000), rng.randint(4000, 20000))),
+            )
         for r in range(100, 200):  # status / alarm words
             U16.pack_into(regs, 2 * r, rng.choice((0, 0, 1, 0x11, 0x0100, rng.getrandbits(8))))
         for r in range(200, 300, 2):  # 32-bit run-hour / energy counters (hi, lo)
             U32.pack_into(regs, 2 * r, rng.randint(0, 5_000_000))
         for r in range(300, 400, 2):  # IEEE 754 floats (temperature, pressure, frequency)
-            F32.pack_into(regs, 2 * r, rng.choice((rng.uniform(15, 90), rng.uniform(0.5, 12),
-                                                   rng.uniform(49.9, 50.1))))
+            F32.pack_into(
+                regs,
+                2 * r,
+                rng.choice((rng.uniform(15, 90), rng.uniform(0.5, 12), rng.uniform(49.9, 50.1))),
+            )
         for r in range(400, 600):  # setpoints / configuration, mostly constant
             if rng.random() < 0.6:
                 U16.pack_into(regs, 2 * r, rng.choice((0, 1, 100, 250, 500, 1000, 1500)))
@@ -319,16 +325,18 @@ class Generator:
             mac = vendor[3] + bytes((rng.getrandbits(8), i >> 8, i & 0xFF))
             r = rng.random()
             n_units = 1 if r < 0.7 else rng.randint(2, 4) if r < 0.9 else rng.randint(5, 8)
-            out.append(Plc(
-                ip=ip,
-                mac=mac,
-                vendor=vendor,
-                units=[self._make_unit() for _ in range(n_units)],
-                ttl=rng.choice((64, 64, 60, 128, 255, 30)),
-                win=rng.choice((2048, 4096, 5840, 8192, 8192, 16384)),
-                rtt_us=rng.randint(6_000, 25_000) if remote else rng.randint(150, 900),
-                proc_us=rng.randint(1_500, 15_000),
-            ))
+            out.append(
+                Plc(
+                    ip=ip,
+                    mac=mac,
+                    vendor=vendor,
+                    units=[self._make_unit() for _ in range(n_units)],
+                    ttl=rng.choice((64, 64, 60, 128, 255, 30)),
+                    win=rng.choice((2048, 4096, 5840, 8192, 8192, 16384)),
+                    rtt_us=rng.randint(6_000, 25_000) if remote else rng.randint(150, 900),
+                    proc_us=rng.randint(1_500, 15_000),
+                )
+            )
         return out
 
     def _make_items(self, plc: Plc) -> list[PollItem]:
@@ -338,8 +346,10 @@ class Generator:
             fc = rng.choices((3, 4, 1, 2, 16), (50, 25, 12, 8, 3))[0]
             unit = rng.randint(1, len(plc.units))
             if fc in (3, 4):
-                qty = rng.choices((1, 2, 4, 8, 10, 16, 20, 32, 50, 64, 100, 120, 125),
-                                  (4, 8, 6, 8, 10, 10, 10, 8, 6, 6, 6, 3, 5))[0]
+                qty = rng.choices(
+                    (1, 2, 4, 8, 10, 16, 20, 32, 50, 64, 100, 120, 125),
+                    (4, 8, 6, 8, 10, 10, 10, 8, 6, 6, 6, 3, 5),
+                )[0]
                 addr = rng.choice((0, 0, 10, 100, 200, 256, 300, 400, 500, 1000, 3000, 4096))
                 addr += rng.choice((0, 0, 0, 2, 8, 20))
             elif fc in (1, 2):
@@ -350,8 +360,11 @@ class Generator:
                 addr = rng.randint(400, 480)
             items.append(PollItem(fc, unit, addr, qty))
         if rng.random() < 0.05:  # misconfigured tag: address the PLC does not have
-            items.append(PollItem(rng.choice((3, 4)), 1, rng.randint(9000, 9990),
-                                  rng.randint(1, 10), bad=True))
+            items.append(
+                PollItem(
+                    rng.choice((3, 4)), 1, rng.randint(9000, 9990), rng.randint(1, 10), bad=True
+                )
+            )
         return items
 
     def _make_conns(self, n: int) -> list[Conn]:
@@ -401,10 +414,26 @@ class Generator:
             conn = Conn(
                 idx=idx,
                 plc=plc,
-                c2s=Direction(plc.mac + c_mac + b"\x08\x00", c_ip, plc.ip, sport, MODBUS_PORT,
-                              c_ttl, 64240, rng.getrandbits(16)),
-                s2c=Direction(c_mac + plc.mac + b"\x08\x00", plc.ip, c_ip, MODBUS_PORT, sport,
-                              plc.ttl, plc.win, rng.getrandbits(16)),
+                c2s=Direction(
+                    plc.mac + c_mac + b"\x08\x00",
+                    c_ip,
+                    plc.ip,
+                    sport,
+                    MODBUS_PORT,
+                    c_ttl,
+                    64240,
+                    rng.getrandbits(16),
+                ),
+                s2c=Direction(
+                    c_mac + plc.mac + b"\x08\x00",
+                    plc.ip,
+                    c_ip,
+                    MODBUS_PORT,
+                    sport,
+                    plc.ttl,
+                    plc.win,
+                    rng.getrandbits(16),
+                ),
                 isn_c=rng.getrandbits(32),
                 isn_s=rng.getrandbits(32),
                 start_us=start,
@@ -428,8 +457,9 @@ class Generator:
 
     # ----------------------------------------------------------------- packets
 
-    def _frame(self, d: Direction, flags: int, seq: int, ack: int, data: bytes,
-               opts: bytes = b"") -> bytes:
+    def _frame(
+        self, d: Direction, flags: int, seq: int, ack: int, data: bytes, opts: bytes = b""
+    ) -> bytes:
         if opts:
             data = opts + data
         tcp_len = 20 + len(data)
@@ -438,10 +468,31 @@ class Generator:
         total = 20 + tcp_len
         ip_id = d.ip_id
         d.ip_id = (ip_id + 1) & 0xFFFF
-        return FRAME_HEADERS.pack(
-            d.eth, 0x45, 0, total, ip_id, 0x4000, d.ttl, 6, _fold(d.ip_sum + total + ip_id),
-            d.src, d.dst, d.sport, d.dport, seq, ack, off, flags, d.win, tcsum, 0,
-        ) + data
+        return (
+            FRAME_HEADERS.pack(
+                d.eth,
+                0x45,
+                0,
+                total,
+                ip_id,
+                0x4000,
+                d.ttl,
+                6,
+                _fold(d.ip_sum + total + ip_id),
+                d.src,
+                d.dst,
+                d.sport,
+                d.dport,
+                seq,
+                ack,
+                off,
+                flags,
+                d.win,
+                tcsum,
+                0,
+            )
+            + data
+        )
 
     def _out(self, ts: int, frame: bytes) -> None:
         self.counter += 1
@@ -457,8 +508,12 @@ class Generator:
         rtt = c.plc.rtt_us
         self._out(t, self._frame(c.c2s, SYN, c.isn_c, 0, b"", CLIENT_SYN_OPTIONS))
         t2 = t + rtt + self.rng.randint(20, 300)
-        self._out(t2, self._frame(c.s2c, SYN | ACK, c.isn_s, (c.isn_c + 1) & 0xFFFFFFFF, b"",
-                                  SERVER_SYN_OPTIONS))
+        self._out(
+            t2,
+            self._frame(
+                c.s2c, SYN | ACK, c.isn_s, (c.isn_c + 1) & 0xFFFFFFFF, b"", SERVER_SYN_OPTIONS
+            ),
+        )
         c.c_seq = (c.isn_c + 1) & 0xFFFFFFFF
         c.s_seq = (c.isn_s + 1) & 0xFFFFFFFF
         t3 = t2 + self.rng.randint(20, 150)
@@ -501,12 +556,12 @@ class Generator:
             if i + qty > REG_BANK:
                 i = REG_BANK - qty
             self._evolve(unit.regs, i + rng.randrange(qty))
-            return bytes((fc, 2 * qty)) + unit.regs[2 * i: 2 * (i + qty)]
+            return bytes((fc, 2 * qty)) + unit.regs[2 * i : 2 * (i + qty)]
         nbytes = (qty + 7) // 8
         i = (item.addr // 8) % (COIL_BYTES - nbytes + 1)
         if rng.random() < 0.1:
             unit.coils[i + rng.randrange(nbytes)] ^= 1 << rng.randrange(8)
-        bits = bytearray(unit.coils[i: i + nbytes])
+        bits = bytearray(unit.coils[i : i + nbytes])
         if qty & 7:
             bits[-1] &= (1 << (qty & 7)) - 1
         return bytes((fc, nbytes)) + bits
@@ -520,11 +575,13 @@ class Generator:
             U16.pack_into(regs, 2 * r, min(max(v, 0), 0xFFFF))
         elif region == 1:
             if rng.random() < 0.05:
-                U16.pack_into(regs, 2 * r, U16.unpack_from(regs, 2 * r)[0] ^ (1 << rng.randrange(8)))
+                v = U16.unpack_from(regs, 2 * r)[0] ^ (1 << rng.randrange(8))
+                U16.pack_into(regs, 2 * r, v)
         elif region == 2:
             r &= ~1
-            U32.pack_into(regs, 2 * r, (U32.unpack_from(regs, 2 * r)[0] + rng.randint(1, 5))
-                          & 0xFFFFFFFF)
+            U32.pack_into(
+                regs, 2 * r, (U32.unpack_from(regs, 2 * r)[0] + rng.randint(1, 5)) & 0xFFFFFFFF
+            )
         elif region == 3:
             r &= ~1
             v = F32.unpack_from(regs, 2 * r)[0]
@@ -544,14 +601,18 @@ class Generator:
         if fc == 5:
             addr, on = rng.randint(0, 255), rng.random() < 0.5
             byte, bit = divmod(addr, 8)
-            unit.coils[byte] = unit.coils[byte] | (1 << bit) if on else unit.coils[byte] & ~(1 << bit)
+            if on:
+                unit.coils[byte] |= 1 << bit
+            else:
+                unit.coils[byte] &= ~(1 << bit) & 0xFF
             pdu = bytes((5,)) + U16_PAIR.pack(addr, 0xFF00 if on else 0)
             return fc, unit_id, pdu, pdu
         if fc == 16:
             addr, qty = rng.randint(400, 580), rng.randint(1, 16)
-            values = b"".join(U16.pack(rng.choice((0, 1, 100, 500, rng.randint(0, 3000))))
-                              for _ in range(qty))
-            unit.regs[2 * addr: 2 * (addr + qty)] = values
+            values = b"".join(
+                U16.pack(rng.choice((0, 1, 100, 500, rng.randint(0, 3000)))) for _ in range(qty)
+            )
+            unit.regs[2 * addr : 2 * (addr + qty)] = values
             head = bytes((16,)) + U16_PAIR.pack(addr, qty)
             return fc, unit_id, head + bytes((2 * qty,)) + values, head
         addr, qty = rng.randint(0, 31) * 8, rng.choice((8, 10, 16, 32))
@@ -567,7 +628,9 @@ class Generator:
         req = bytes((0x2B, 0x0E, 0x01, 0x00))
         if not supported:
             return 43, 1, req, bytes((0xAB, 0x01))
-        objs = b"".join(bytes((i, len(s))) + s.encode() for i, s in enumerate((vendor, product, rev)))
+        objs = b"".join(
+            bytes((i, len(s))) + s.encode() for i, s in enumerate((vendor, product, rev))
+        )
         return 43, 1, req, bytes((0x2B, 0x0E, 0x01, 0x01, 0x00, 0x00, 0x03)) + objs
 
     def _diag_pair(self, c: Conn) -> tuple[int, int, bytes, bytes]:
@@ -579,7 +642,7 @@ class Generator:
         req = head
         if item.fc == 16:  # periodic setpoint sync: write back the current values
             i = item.addr
-            values = c.plc.units[item.unit - 1].regs[2 * i: 2 * (i + item.qty)]
+            values = c.plc.units[item.unit - 1].regs[2 * i : 2 * (i + item.qty)]
             req = head + bytes((2 * item.qty,)) + values
         if item.bad:
             return item.fc, item.unit, req, bytes((item.fc | 0x80, 0x02))
@@ -598,8 +661,10 @@ class Generator:
         st.responses[fc] += 1
         if resp[0] & 0x80:
             st.exceptions[fc] += 1
-        return (MBAP.pack(tid, 0, len(req) + 1, unit_id) + req,
-                MBAP.pack(tid, 0, len(resp) + 1, unit_id) + resp)
+        return (
+            MBAP.pack(tid, 0, len(req) + 1, unit_id) + req,
+            MBAP.pack(tid, 0, len(resp) + 1, unit_id) + resp,
+        )
 
     # ----------------------------------------------------------------- polling
 
@@ -651,10 +716,10 @@ class Generator:
             want_ack = rng.random() < 0.05
             t_ack = t_resp + rng.randint(60, 150)
         else:
-            t_next = max(c.cycle_start + c.period_us * rng.randint(95, 105) // 100,
-                         t_resp + 2000)
-            t_ack = t_resp + (rng.randint(100, 1000) if rng.random() < 0.3
-                              else rng.randint(38_000, 42_000))
+            t_next = max(c.cycle_start + c.period_us * rng.randint(95, 105) // 100, t_resp + 2000)
+            t_ack = t_resp + (
+                rng.randint(100, 1000) if rng.random() < 0.3 else rng.randint(38_000, 42_000)
+            )
             want_ack = t_ack < t_next - 500
 
         # Fit the packet budget exactly: never leave exactly one packet of it unspent.
@@ -686,8 +751,10 @@ class Generator:
             # some stacks really do, and which Wireshark 4.0 cannot reassemble).
             cut = rng.randint(1, 7) if self.split_in_header else rng.randint(8, len(req) - 1)
             self._out(t, self._frame(c.c2s, PSH | ACK, c.c_seq, c.s_seq, req[:cut]))
-            self._out(t_req2, self._frame(c.c2s, PSH | ACK, (c.c_seq + cut) & 0xFFFFFFFF,
-                                          c.s_seq, req[cut:]))
+            self._out(
+                t_req2,
+                self._frame(c.c2s, PSH | ACK, (c.c_seq + cut) & 0xFFFFFFFF, c.s_seq, req[cut:]),
+            )
             st.split_requests += 1
         else:
             self._out(t, self._frame(c.c2s, PSH | ACK, c.c_seq, c.s_seq, req))
@@ -770,8 +837,14 @@ def generate(
 ) -> Stats:
     """Write a capture to ``out`` (gzip if it ends in ``.gz``) and return what was written."""
     t0 = time.perf_counter()
-    gen = Generator(packets, connections, seed, clients=clients, servers=servers,
-                    split_in_header=split_in_header)
+    gen = Generator(
+        packets,
+        connections,
+        seed,
+        clients=clients,
+        servers=servers,
+        split_in_header=split_in_header,
+    )
     header = PCAP_GLOBAL_HEADER.pack(PCAP_MAGIC_US, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
     with open(out, "wb") as raw:
         fh: BinaryIO
@@ -798,9 +871,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", type=int, default=60, help="PLCs (max 480)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--truth", type=Path, help="write expected counts as JSON here")
-    p.add_argument("--split-in-header", action="store_true",
-                   help="split requests inside the 7-byte MBAP header (harder for decoders; "
-                        "Wireshark 4.0 loses those PDUs and the rest of their stream)")
+    p.add_argument(
+        "--split-in-header",
+        action="store_true",
+        help="split requests inside the 7-byte MBAP header (harder for decoders; "
+        "Wireshark 4.0 loses those PDUs and the rest of their stream)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.clients <= 240 or not 1 <= args.servers <= 480:
         p.error("--clients must be 1..240 and --servers 1..480")
@@ -812,9 +888,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        stats = generate(args.out, args.packets, args.connections, args.seed,
-                         clients=args.clients, servers=args.servers,
-                         split_in_header=args.split_in_header)
+        stats = generate(
+            args.out,
+            args.packets,
+            args.connections,
+            args.seed,
+            clients=args.clients,
+            servers=args.servers,
+            split_in_header=args.split_in_header,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -825,8 +907,10 @@ def main(argv: list[str] | None = None) -> int:
     req, resp = sum(stats.requests.values()), sum(stats.responses.values())
     rate = stats.packets / stats.seconds if stats.seconds else math.inf
     print(f"packets written:     {stats.packets}")
-    print(f"modbus PDUs written: {stats.pdus} (requests {req}, responses {resp}, "
-          f"exceptions {sum(stats.exceptions.values())})")
+    print(
+        f"modbus PDUs written: {stats.pdus} (requests {req}, responses {resp}, "
+        f"exceptions {sum(stats.exceptions.values())})"
+    )
     print(f"connections:         {stats.connections}")
     print(f"bytes:               {stats.pcap_bytes} pcap, {stats.file_bytes} on disk")
     print(f"capture span:        {span:.1f} s of traffic")

@@ -10,9 +10,9 @@ counted in ``problems`` and never raised.
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -53,15 +53,10 @@ class CaptureFile:
         self.size = os.fstat(raw.fileno()).st_size
         head = raw.read(4)
         raw.seek(0)
-        self._stream: BinaryIO = raw
+        self._stream: BinaryIO | _GunzipStream = raw
         if head[:2] == GZIP_MAGIC:
-            self._stream = gzip.GzipFile(fileobj=raw, mode="rb")
-            try:
-                head = self._stream.read(4)
-            except (OSError, EOFError) as exc:
-                self.close()
-                raise CaptureError(f"{self.path}: damaged gzip file: {exc}") from None
-            self._stream = gzip.GzipFile(fileobj=_rewound(raw), mode="rb")
+            self._stream = _GunzipStream(raw)
+            head = self._stream.peek(4)
         if head in PCAP_MAGICS:
             self.format = "pcap"
         elif head == PCAPNG_SHB:
@@ -75,8 +70,6 @@ class CaptureFile:
         return self._raw.tell()
 
     def close(self) -> None:
-        if self._stream is not self._raw:
-            self._stream.close()
         self._raw.close()
 
     def __enter__(self) -> CaptureFile:
@@ -86,13 +79,12 @@ class CaptureFile:
         self.close()
 
     def __iter__(self) -> Iterator[Packet]:
-        try:
-            if self.format == "pcap":
-                yield from self._iter_pcap()
-            else:
-                yield from self._iter_pcapng()
-        except (OSError, EOFError, gzip.BadGzipFile):
-            # A gzip stream cut short or corrupt: keep what was read, count the rest.
+        if self.format == "pcap":
+            yield from self._iter_pcap()
+        else:
+            yield from self._iter_pcapng()
+        if isinstance(self._stream, _GunzipStream) and self._stream.damaged:
+            # A gzip stream cut short or corrupt: what was read is kept, the rest counted.
             self.problems["capture.truncated_file"] += 1
 
     def _iter_pcap(self) -> Iterator[Packet]:
@@ -200,6 +192,50 @@ def _if_tsresol(options: bytes, endian: str) -> float:
     return 1e-6
 
 
-def _rewound(raw: BinaryIO) -> BinaryIO:
-    raw.seek(0)
-    return raw
+class _GunzipStream:
+    """Incremental gunzip that, unlike ``gzip.GzipFile``, keeps the bytes decompressed before
+    a truncated or corrupt end instead of raising them away; ``damaged`` tells it happened."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._buffer = b""
+        self._pos = 0  # read position in _buffer (small reads must not copy the buffer)
+        self._eof = False
+        self.damaged = False
+
+    def _fill(self, size: int) -> None:
+        if len(self._buffer) - self._pos >= size or self._eof:
+            return
+        parts = [self._buffer[self._pos :]]
+        have = len(parts[0])
+        while have < size and not self._eof:
+            chunk = self._raw.read(CHUNK)
+            try:
+                if not chunk:
+                    self._eof = True
+                    self.damaged = not self._zlib.eof
+                    data = self._zlib.flush()
+                else:
+                    data = self._zlib.decompress(chunk)
+                    while self._zlib.eof and self._zlib.unused_data:  # concatenated members
+                        rest = self._zlib.unused_data
+                        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        data += self._zlib.decompress(rest)
+            except zlib.error:
+                self._eof = self.damaged = True
+                data = b""
+            parts.append(data)
+            have += len(data)
+        self._buffer = b"".join(parts)
+        self._pos = 0
+
+    def peek(self, size: int) -> bytes:
+        self._fill(size)
+        return self._buffer[self._pos : self._pos + size]
+
+    def read(self, size: int) -> bytes:
+        self._fill(size)
+        data = self._buffer[self._pos : self._pos + size]
+        self._pos += len(data)
+        return data
