@@ -267,6 +267,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per tool, best is kept")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
     p.add_argument(
+        "--sentinel-args",
+        default="",
+        help="extra arguments for sentinel analyze (e.g. '--decode-only')",
+    )
+    p.add_argument(
         "--sentinel",
         default="sentinel",
         help="sentinel command (default 'sentinel'; e.g. 'python -m sentinel')",
@@ -316,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         if packets == 0:
             raise BenchError(f"{capture}: contains no packets")
 
-        sentinel_cmd = [*shlex.split(args.sentinel), "analyze", str(capture)]
+        sentinel_cmd = [
+            *shlex.split(args.sentinel),
+            "analyze",
+            str(capture),
+            *shlex.split(args.sentinel_args),
+        ]
         tshark_cmd = [*shlex.split(args.tshark), "-r", str(capture), *TSHARK_ARGS]
         sentinel = ToolResult("sentinel", sentinel_cmd)
         tshark = ToolResult("tshark", tshark_cmd)

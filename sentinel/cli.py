@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -94,11 +93,17 @@ def _output_dirs(captures: Sequence[str], out: str | None) -> list[Path]:
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option(
+    "--decode-only",
+    is_flag=True,
+    help="Decode and log only: no detectors, no findings (bulk log extraction, benchmarks).",
+)
 def analyze(
     captures: tuple[str, ...],
     out: str | None,
     config_path: str | None,
     quiet: bool,
+    decode_only: bool,
     **extension_params: Any,
 ) -> None:
     """Analyse pcap/pcapng captures (gzip too) into JSONL logs, findings and stats.
@@ -106,10 +111,9 @@ def analyze(
     With --out DIR and one capture, the results go into DIR; otherwise each capture gets
     DIR/<capture name>/ (DIR defaults to ./sentinel-out).
     """
+    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
     from sentinel.pipeline import Pipeline
     from sentinel.pipeline.detector import REGISTRY
-
-    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
 
     config = load_config(config_path)
     for capture in captures:  # refuse bad input before doing any work
@@ -120,9 +124,12 @@ def analyze(
         detectors, sinks = ext.apply(extension_params, config)
         extra_detectors += detectors
         extra_sinks += sinks
+    if decode_only:
+        extra_detectors = []
     console = Console()
     for capture, out_dir in zip(captures, _output_dirs(captures, out), strict=True):
-        detectors = [cls(config) for cls in REGISTRY.values()] + extra_detectors
+        detectors = [] if decode_only else [cls(config) for cls in REGISTRY.values()]
+        detectors += extra_detectors
         progress = None
         bar = None
         if not quiet:

@@ -110,7 +110,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         with open(name, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise ConfigError([SentinelError(f"cannot read config: {exc.strerror}", Location(name))])
+        raise ConfigError(
+            [SentinelError(f"cannot read config: {exc.strerror}", Location(name))]
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError([SentinelError("config is not UTF-8 text", Location(name))]) from None
     try:

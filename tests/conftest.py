@@ -43,8 +43,9 @@ class Analysis:
         return self.records("assets")
 
 
-def run_analysis(capture: Path | str, out: Path, config: Config | None = None,
-                 detectors: list | None = None) -> Analysis:
+def run_analysis(
+    capture: Path | str, out: Path, config: Config | None = None, detectors: list | None = None
+) -> Analysis:
     result = Pipeline(config or Config(), out, detectors).run(capture)
     return Analysis(Path(result.out_dir), result.stats)
 
@@ -53,8 +54,9 @@ def run_analysis(capture: Path | str, out: Path, config: Config | None = None,
 def analyze(tmp_path: Path):
     counter = iter(range(1000))
 
-    def _analyze(capture: Path | str, config: Config | None = None,
-                 detectors: list | None = None) -> Analysis:
+    def _analyze(
+        capture: Path | str, config: Config | None = None, detectors: list | None = None
+    ) -> Analysis:
         return run_analysis(capture, tmp_path / f"run{next(counter)}", config, detectors)
 
     return _analyze

@@ -10,7 +10,6 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.utils import wrpcap
 
-
 CLIENT_MAC, SERVER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
@@ -29,9 +28,15 @@ def adu(tid: int, unit: int, pdu: bytes) -> bytes:
 class Conversation:
     """One TCP connection between a client and a server; ``packets`` in capture order."""
 
-    def __init__(self, client: str = "192.0.2.10", server: str = "192.0.2.20",
-                 sport: int = 40000, dport: int = 502, t0: float = 1_700_000_000.0,
-                 handshake: bool = True) -> None:
+    def __init__(
+        self,
+        client: str = "192.0.2.10",
+        server: str = "192.0.2.20",
+        sport: int = 40000,
+        dport: int = 502,
+        t0: float = 1_700_000_000.0,
+        handshake: bool = True,
+    ) -> None:
         self.client, self.server, self.sport, self.dport = client, server, sport, dport
         self.t = t0
         self.cseq, self.sseq = 1000, 5000
@@ -41,17 +46,34 @@ class Conversation:
             self._pkt(False, "SA", b"", seq=self.sseq - 1, ack=self.cseq)
             self._pkt(True, "A", b"")
 
-    def _pkt(self, from_client: bool, flags: str, payload: bytes, seq: int | None = None,
-             ack: int | None = None, dt: float = 0.001) -> Packet:
+    def _pkt(
+        self,
+        from_client: bool,
+        flags: str,
+        payload: bytes,
+        seq: int | None = None,
+        ack: int | None = None,
+        dt: float = 0.001,
+    ) -> Packet:
         self.t += dt
         if from_client:
             ip = IP(src=self.client, dst=self.server)
-            tcp = TCP(sport=self.sport, dport=self.dport, flags=flags,
-                      seq=self.cseq if seq is None else seq, ack=self.sseq if ack is None else ack)
+            tcp = TCP(
+                sport=self.sport,
+                dport=self.dport,
+                flags=flags,
+                seq=self.cseq if seq is None else seq,
+                ack=self.sseq if ack is None else ack,
+            )
         else:
             ip = IP(src=self.server, dst=self.client)
-            tcp = TCP(sport=self.dport, dport=self.sport, flags=flags,
-                      seq=self.sseq if seq is None else seq, ack=self.cseq if ack is None else ack)
+            tcp = TCP(
+                sport=self.dport,
+                dport=self.sport,
+                flags=flags,
+                seq=self.sseq if seq is None else seq,
+                ack=self.cseq if ack is None else ack,
+            )
         p = ether(from_client) / ip / tcp
         if payload:
             p = p / payload

@@ -262,9 +262,24 @@ class FlowTable:
             if flags & (TCP_SYN | TCP_FIN | TCP_RST):
                 self._control(flow, is_orig, flags, seq)
             if payload:
-                flow.mark(is_orig, H_DATA)
-                self._tcp_data(flow, is_orig, seq, payload, ts, frame)
-            elif flags == TCP_ACK:
+                if not flow.hist_bits[is_orig] & H_DATA:
+                    flow.mark(is_orig, H_DATA)
+                stream = flow.streams[is_orig]
+                nxt = stream.next_seq
+                analyzer = flow.analyzer
+                if (
+                    seq == nxt
+                    and not stream.pending
+                    and analyzer is not None
+                    and (self.stream_hook is None)
+                ):
+                    # The hot path: in-order data on a flow with an analyzer.
+                    stream.next_seq = (nxt + len(payload)) & SEQ_MASK
+                    flow.stream_offsets[is_orig] += len(payload)
+                    analyzer.feed(is_orig, payload, ts, frame)
+                else:
+                    self._tcp_data(flow, is_orig, seq, payload, ts, frame)
+            elif flags == TCP_ACK and not flow.hist_bits[is_orig] & H_ACK:
                 flow.mark(is_orig, H_ACK)
             if flags & TCP_ACK:
                 peer = flow.streams[not is_orig]
@@ -452,9 +467,7 @@ class FlowTable:
             return False
         if dport < 1024 <= sport:
             return True
-        if sport < 1024 <= dport:
-            return False
-        return True
+        return not sport < 1024 <= dport
 
     def _end(self, flow: Flow) -> None:
         if self.lru.pop(flow.uid, None) is not None:

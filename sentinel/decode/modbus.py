@@ -273,8 +273,11 @@ def _resp_bits(data: bytes, request: Fields | None) -> Fields:  # FC 1, 2
 
 
 def _resp_registers(data: bytes, request: Fields | None) -> Fields:  # FC 3, 4, 23
-    body = _byte_count(data)
-    values = _registers(body)
+    count = data[0] if data else -1
+    if count == len(data) - 1 and not count & 1:  # the common, well-formed case, inline
+        values = list(struct.unpack(f">{count >> 1}H", data[1:]))
+    else:
+        values = _registers(_byte_count(data))
     fields: Fields = {"values": values}
     if request:
         quantity = request.get("read_quantity", request.get("quantity"))
@@ -448,14 +451,19 @@ class ModbusAnalyzer:
         "_flooded",
         "_pending",
         "_requests",
+        "client_functions",
         "conn",
         "disabled",
         "flow",
+        "func_counts",
+        "identity",
         "max_pending",
-        "messages",
+        "server_functions",
+        "server_id",
         "service",
         "uid",
         "unanswered",
+        "units",
     )
 
     def __init__(self, flow: Any, bus: EventBus, max_pending: int = 500) -> None:
@@ -466,8 +474,15 @@ class ModbusAnalyzer:
         self.max_pending = max_pending
         self.service: str | None = None
         self.disabled = False
-        self.messages = 0
         self.unanswered = 0
+        # A summary of the connection for the asset inventory and the run's stats, kept here
+        # because it costs a set.add per message instead of a call per message downstream.
+        self.func_counts = [0] * 256  # messages per raw function byte
+        self.client_functions: set[int] = set()
+        self.server_functions: set[int] = set()
+        self.units: set[int] = set()
+        self.identity: dict[str, str] = {}  # FC 43/14 objects
+        self.server_id: dict[str, Any] | None = None  # FC 17
         self._buffers = [b"", b""]  # [responder, originator]
         self._pending: dict[int, tuple[float, int, int, Fields]] = {}
         self._requests = 0
@@ -634,7 +649,16 @@ class ModbusAnalyzer:
             self._anomaly(is_orig, ts, frame, problem.name, problem.detail)
         elif self.service is None:
             self.service = "modbus"
-        self.messages += 1
+        self.func_counts[raw_fc] += 1
+        if is_orig:
+            self.client_functions.add(fc)
+            self.units.add(unit)
+        elif exception is None and not incomplete:
+            self.server_functions.add(fc)
+            if fc == 43 and "objects" in fields:
+                self.identity.update(fields["objects"])
+            elif fc == 17 and "server_id" in fields:
+                self.server_id = dict(fields)
         self._bus.modbus(
             ModbusMessage(
                 ts,

@@ -178,11 +178,12 @@ class PacketDecoder:
                 return None
             payload = frame[off + ihl : end]  # trims Ethernet padding
             if frag & 0x3FFF:  # MF set or a non-zero fragment offset
-                payload = self.fragments.add(
+                whole = self.fragments.add(
                     ts, (src, dst, ident, proto), (frag & 0x1FFF) * 8, bool(frag & 0x2000), payload
                 )
-                if payload is None:
+                if whole is None:
                     return None
+                payload = whole
             ip_bytes = total_len
         elif ethertype == ETH_IPV6:
             if len(frame) < off + 40:
@@ -212,11 +213,12 @@ class PacketDecoder:
                     if frag & 0xFFF9 == 0:  # offset 0 and no M flag: an atomic fragment
                         payload = payload[8:]
                         continue
-                    payload = self.fragments.add(
+                    whole = self.fragments.add(
                         ts, (src, dst, ident, proto), frag & 0xFFF8, bool(frag & 1), payload[8:]
                     )
-                    if payload is None:
+                    if whole is None:
                         return None
+                    payload = whole
                     break
                 proto, hdr_len = payload[0], (payload[1] + 1) * 8
                 payload = payload[hdr_len:]

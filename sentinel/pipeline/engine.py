@@ -22,6 +22,7 @@ from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
 from sentinel.decode.flow import Flow, FlowTable
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
+from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
 from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
@@ -42,29 +43,31 @@ class RunResult:
 
 def modbus_record(m: ModbusMessage) -> dict[str, Any]:
     """The modbus.jsonl record: Zeek's modbus.log fields, then the decoded PDU fields."""
-    c = m.conn
+    # One tuple unpack instead of a dozen attribute look-ups: this runs once per message.
+    ts, uid, conn, is_orig, tid, pid, unit, fc, func, exception, length, frame, fields, lat = m
+    orig_h, orig_p, resp_h, resp_p = conn
     rec: dict[str, Any] = {
-        "ts": m.ts,
-        "uid": m.uid,
-        "orig_h": c.orig_h,
-        "orig_p": c.orig_p,
-        "resp_h": c.resp_h,
-        "resp_p": c.resp_p,
-        "is_orig": m.is_orig,
-        "tid": m.tid,
-        "pid": m.pid,
-        "unit": m.unit,
-        "fc": m.fc,
-        "func": m.func,
-        "pdu_type": "REQ" if m.is_orig else "RESP",
-        "exception": m.exception,
-        "len": m.len,
-        "frame": m.frame,
+        "ts": ts,
+        "uid": uid,
+        "orig_h": orig_h,
+        "orig_p": orig_p,
+        "resp_h": resp_h,
+        "resp_p": resp_p,
+        "is_orig": is_orig,
+        "tid": tid,
+        "pid": pid,
+        "unit": unit,
+        "fc": fc,
+        "func": func,
+        "pdu_type": "REQ" if is_orig else "RESP",
+        "exception": exception,
+        "len": length,
+        "frame": frame,
     }
-    if m.fields:
-        rec.update(m.fields)
-    if m.latency is not None:
-        rec["latency"] = round(m.latency, 6)
+    if fields:
+        rec.update(fields)
+    if lat is not None:
+        rec["latency"] = round(lat, 6)
     return rec
 
 
@@ -128,19 +131,35 @@ class Pipeline:
         self.findings_by_severity: Counter[str] = Counter()
         self.findings = 0
         self.unanswered = 0
-        self.modbus_messages = 0
         self._aggregator = Aggregator(self._emit_finding)
 
     # -- events from the decoders (the EventBus protocol)
     def modbus(self, msg: ModbusMessage) -> None:
-        self.modbus_messages += 1
-        self.by_function[msg.func] += 1
-        record = modbus_record(msg)
-        for write in self._modbus_writers:
-            write(record)
-        self.inventory.on_modbus(msg)
-        for handler in self._handlers["on_modbus"]:
-            self._raise(handler(msg))
+        """Every run replaces this with the closure from ``_make_modbus_dispatch``."""
+        raise RuntimeError("Pipeline.modbus called outside a run")
+
+    def _make_modbus_dispatch(self) -> Callable[[ModbusMessage], None]:
+        writers = [s.modbus for s in self._sinks if _overrides(s, "modbus")]
+        handlers = self._handlers["on_modbus"]
+        raise_ = self._raise
+        if len(writers) == 1 and not handlers:
+            write = writers[0]
+
+            def dispatch(msg: ModbusMessage) -> None:
+                write(modbus_record(msg))
+
+            return dispatch
+
+        def dispatch_all(msg: ModbusMessage) -> None:
+            record = modbus_record(msg)
+            for write in writers:
+                write(record)
+            for handler in handlers:
+                findings = handler(msg)
+                if findings:
+                    raise_(findings)
+
+        return dispatch_all
 
     def anomaly(self, event: Anomaly) -> None:
         self.anomalies[event.name] += 1
@@ -173,9 +192,13 @@ class Pipeline:
 
     def _flow_ended(self, flow: Flow) -> None:
         record = flow.record()
-        if isinstance(flow.analyzer, ModbusAnalyzer):
-            self.unanswered += flow.analyzer.unanswered
-            self.inventory.flow_ended(flow.uid)
+        analyzer = flow.analyzer
+        if isinstance(analyzer, ModbusAnalyzer):
+            self.unanswered += analyzer.unanswered
+            self.inventory.add_connection(analyzer, flow.first_ts, flow.last_ts)
+            for raw_fc, n in enumerate(analyzer.func_counts):
+                if n:
+                    self.by_function[FUNC_BY_RAW[raw_fc]] += n
         for sink in self._sinks:
             sink.flow(record)
         for handler in self._handlers["on_flow_end"]:
@@ -231,7 +254,7 @@ class Pipeline:
             flows.stream_hook = self._stream_event
         jsonl = JsonlSink(self.out_dir)
         self._sinks: list[Sink] = [jsonl, *self.extra_sinks]
-        self._modbus_writers = [s.modbus for s in self._sinks if _overrides(s, "modbus")]
+        self.modbus = self._make_modbus_dispatch()  # type: ignore[method-assign]
         packets_seen = nbytes = 0
         try:
             decode = decoder.decode
@@ -269,7 +292,7 @@ class Pipeline:
             "bytes": nbytes,
             "flows": flows.stats["flows"],
             "flows_evicted": flows.stats["flows.evicted"],
-            "modbus_messages": self.modbus_messages,
+            "modbus_messages": sum(self.by_function.values()),
             "modbus_by_function": dict(self.by_function.most_common()),
             "modbus_unanswered_requests": self.unanswered,
             "devices": len(assets),

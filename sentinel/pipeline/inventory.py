@@ -2,7 +2,8 @@
 
 Like Zeek's ``known_modbus``, the TCP client of a Modbus connection is a Modbus client
 (master) and the server a Modbus server (slave). Identity strings come from Read Device
-Identification (FC 43/14) and Report Server ID (FC 17) responses.
+Identification (FC 43/14) and Report Server ID (FC 17) responses. The inventory is built from
+each connection's summary (kept by its ``ModbusAnalyzer``) when the connection ends.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sentinel.config import Config
-from sentinel.events import ModbusMessage
+from sentinel.decode.modbus import ModbusAnalyzer
 
 MAX_PEERS = 256  # per host, to bound memory on a scanned network
 
@@ -38,12 +39,15 @@ class HostRecord:
         self.identity: dict[str, str] = {}
         self.server_id: dict[str, Any] | None = None
 
+    def seen(self, first: float, last: float) -> None:
+        self.first_seen = min(self.first_seen, first)
+        self.last_seen = max(self.last_seen, last)
+
 
 class Inventory:
     def __init__(self, config: Config) -> None:
         self._declared = {a.address: a for a in config.assets}
         self.hosts: dict[str, HostRecord] = {}
-        self._by_flow: dict[str, tuple[HostRecord, HostRecord]] = {}
 
     def _host(self, ip: str, ts: float) -> HostRecord:
         host = self.hosts.get(ip)
@@ -51,36 +55,31 @@ class Inventory:
             host = self.hosts[ip] = HostRecord(ip, ts)
         return host
 
-    def on_modbus(self, msg: ModbusMessage) -> None:
-        pair = self._by_flow.get(msg.uid)
-        if pair is None:
-            client = self._host(msg.conn.orig_h, msg.ts)
-            server = self._host(msg.conn.resp_h, msg.ts)
-            client.roles.add("modbus_client")
-            server.roles.add("modbus_server")
-            if len(client.peers) < MAX_PEERS:
-                client.peers.add(server.ip)
-            if len(server.peers) < MAX_PEERS:
-                server.peers.add(client.ip)
-            pair = self._by_flow[msg.uid] = (client, server)
-        client, server = pair
-        client.last_seen = server.last_seen = msg.ts
-        if msg.is_orig:
-            client.function_codes.add(msg.fc)
-            server.unit_ids.add(msg.unit)
+    def add_connection(self, analyzer: ModbusAnalyzer, first_ts: float, last_ts: float) -> None:
+        """Merge what one Modbus connection showed (called when it ends)."""
+        if not any(analyzer.func_counts):
             return
-        if msg.exception is None:
-            server.function_codes.add(msg.fc)
-            if msg.fc == 43 and "objects" in msg.fields:
-                server.identity.update(msg.fields["objects"])
-            elif msg.fc == 17 and "server_id" in msg.fields:
-                f = msg.fields
-                server.server_id = {
-                    k: f[k] for k in ("server_id", "run_indicator", "server_id_data") if k in f
-                }
-
-    def flow_ended(self, uid: str) -> None:
-        self._by_flow.pop(uid, None)
+        conn = analyzer.conn
+        client = self._host(conn.orig_h, first_ts)
+        server = self._host(conn.resp_h, first_ts)
+        client.seen(first_ts, last_ts)
+        server.seen(first_ts, last_ts)
+        client.roles.add("modbus_client")
+        server.roles.add("modbus_server")
+        if len(client.peers) < MAX_PEERS:
+            client.peers.add(server.ip)
+        if len(server.peers) < MAX_PEERS:
+            server.peers.add(client.ip)
+        client.function_codes |= analyzer.client_functions
+        server.function_codes |= analyzer.server_functions
+        server.unit_ids |= analyzer.units
+        server.identity.update(analyzer.identity)
+        if analyzer.server_id:
+            server.server_id = {
+                k: analyzer.server_id[k]
+                for k in ("server_id", "run_indicator", "server_id_data")
+                if k in analyzer.server_id
+            }
 
     def records(self) -> list[dict[str, Any]]:
         out = []

@@ -9,8 +9,6 @@ import orjson
 
 from sentinel.sinks.base import Sink
 
-_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-
 
 class JsonlWriter:
     """Append records to ``path``; ``close`` (or the context manager) flushes what is left."""
@@ -23,14 +21,16 @@ class JsonlWriter:
         self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._pending.append(orjson.dumps(record, option=_OPTIONS))
-        self.count += 1
-        if len(self._pending) >= self._batch:
+        pending = self._pending
+        pending.append(orjson.dumps(record))
+        if len(pending) >= self._batch:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
-            self._file.write(b"".join(self._pending))
+            self.count += len(self._pending)
+            self._pending.append(b"")
+            self._file.write(b"\n".join(self._pending))
             self._pending.clear()
 
     def close(self) -> None:

@@ -30,8 +30,9 @@ def conversation() -> Conversation:
     return conv
 
 
-def classic_pcap(path: Path, frames, endian: str = "<", nanos: bool = False,
-                 linktype: int = 1) -> Path:
+def classic_pcap(
+    path: Path, frames, endian: str = "<", nanos: bool = False, linktype: int = 1
+) -> Path:
     magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
     with open(path, "wb") as f:
         f.write(struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype))
@@ -64,8 +65,9 @@ def test_pcap_variants_decode_the_same(tmp_path, analyze):
     variants["gzip"] = gz
     for name, path in variants.items():
         got = analyze(path).modbus
-        assert [(r["tid"], r["fc"], r.get("values")) for r in got] == \
-            [(r["tid"], r["fc"], r.get("values")) for r in reference], name
+        assert [(r["tid"], r["fc"], r.get("values")) for r in got] == [
+            (r["tid"], r["fc"], r.get("values")) for r in reference
+        ], name
         assert [r["ts"] for r in got] == pytest.approx([r["ts"] for r in reference], abs=5e-6)
 
 
@@ -84,9 +86,14 @@ def test_link_types_and_ipv6(tmp_path, analyze, name):
         elif name == "raw":
             q = ip
         else:
-            q = ether() / IPv6(src="2001:db8::10" if ip.src.endswith(".10") else "2001:db8::20",
-                               dst="2001:db8::20" if ip.dst.endswith(".20") else "2001:db8::10",
-                               ) / ip[TCP]
+            q = (
+                ether()
+                / IPv6(
+                    src="2001:db8::10" if ip.src.endswith(".10") else "2001:db8::20",
+                    dst="2001:db8::20" if ip.dst.endswith(".20") else "2001:db8::10",
+                )
+                / ip[TCP]
+            )
         q.time = p.time
         out.append(q)
     linktype = {"sll": 113, "raw": 101}.get(name, 1)
@@ -110,8 +117,10 @@ def test_ip_fragments_are_reassembled(tmp_path, analyze):
             q.time = p.time
             out.append(q)
     result = analyze(classic_pcap(tmp_path / "frag.pcap", frames(out)))
-    assert [(r["fc"], r["pdu_type"], r.get("quantity")) for r in result.modbus] == \
-        [(16, "REQ", 100), (16, "RESP", 100)]
+    assert [(r["fc"], r["pdu_type"], r.get("quantity")) for r in result.modbus] == [
+        (16, "REQ", 100),
+        (16, "RESP", 100),
+    ]
     assert result.modbus[0]["values"] == [0] * 100
 
 
@@ -134,15 +143,19 @@ def test_gzip_cut_short_keeps_what_was_read(tmp_path, analyze):
     assert 0 < result.stats["packets"] < len(conversation().packets)
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, not a capture\n", os.urandom(4096)],
-                         ids=["empty", "text", "random"])
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, not a capture\n", os.urandom(4096)], ids=["empty", "text", "random"]
+)
 def test_not_a_capture_is_refused_clearly(tmp_path, content):
     path = tmp_path / "input.pcap"
     path.write_bytes(content)
     with pytest.raises(CaptureError, match="not a pcap or pcapng capture"):
         CaptureFile(path)
-    proc = subprocess.run(["sentinel", "analyze", str(path), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["sentinel", "analyze", str(path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert str(path) in proc.stderr
@@ -156,8 +169,15 @@ def test_random_bytes_after_a_valid_header(tmp_path, analyze):
     result = analyze(path)  # must not raise
     assert result.stats["packets"] >= 0
     assert set(result.stats["decode_errors"]) <= {
-        "capture.bad_record", "capture.truncated_record", "link.truncated", "ip.truncated",
-        "ip.bad_header", "tcp.truncated", "tcp.bad_header", "udp.truncated"}
+        "capture.bad_record",
+        "capture.truncated_record",
+        "link.truncated",
+        "ip.truncated",
+        "ip.bad_header",
+        "tcp.truncated",
+        "tcp.bad_header",
+        "udp.truncated",
+    }
 
 
 def test_wrpcap_roundtrip_sanity(tmp_path):

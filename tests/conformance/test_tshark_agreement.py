@@ -20,9 +20,24 @@ CAPTURES = [
 
 def tshark_messages(capture) -> Counter:
     out = subprocess.run(
-        ["tshark", "-r", str(capture), "-Y", "mbtcp", "-T", "fields",
-         "-e", "mbtcp.trans_id", "-e", "mbtcp.unit_id", "-e", "modbus.func_code"],
-        capture_output=True, text=True, check=True,
+        [
+            "tshark",
+            "-r",
+            str(capture),
+            "-Y",
+            "mbtcp",
+            "-T",
+            "fields",
+            "-e",
+            "mbtcp.trans_id",
+            "-e",
+            "mbtcp.unit_id",
+            "-e",
+            "modbus.func_code",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     seen: Counter = Counter()
     for line in out.splitlines():

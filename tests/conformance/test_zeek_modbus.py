@@ -28,7 +28,9 @@ from tests.conftest import ZEEK_MODBUS
 EXPECTED = ZEEK_MODBUS / "expected"
 PCAPS = ZEEK_MODBUS / "pcaps"
 
-CONN = r"\[orig_h=([\w.:]+), orig_p=(\d+)/tcp, resp_h=([\w.:]+), resp_p=(\d+)/tcp, proto=6, ctx=\[\]\]"
+CONN = (
+    r"\[orig_h=([\w.:]+), orig_p=(\d+)/tcp, resp_h=([\w.:]+), resp_p=(\d+)/tcp, proto=6, ctx=\[\]\]"
+)
 HEADER = r"\[tid=(\w+), pid=(\d+), uid=(\d+), function_code=(\w+), len=(\d+)\]"
 EVENT = re.compile(rf"^(\d+) (\w+), {CONN}, {HEADER}(?:, (.*))?$")
 
@@ -50,8 +52,19 @@ def zeek_log(path: Path) -> list[tuple]:
         if line.startswith("#"):
             continue
         f = line.split("\t")
-        rows.append((f[2], int(f[3]), f[4], int(f[5]), int(f[6]), int(f[7]), f[8], f[9],
-                     None if f[10] == "-" else f[10]))
+        rows.append(
+            (
+                f[2],
+                int(f[3]),
+                f[4],
+                int(f[5]),
+                int(f[6]),
+                int(f[7]),
+                f[8],
+                f[9],
+                None if f[10] == "-" else f[10],
+            )
+        )
     return rows
 
 
@@ -65,24 +78,37 @@ def log_row(r: dict) -> tuple:
 
 def message_key(r: dict) -> tuple:
     raw_fc = r["fc"] | (0x80 if r["exception"] else 0)
-    return (conn_of(r), (str(r["tid"]), str(r["pid"]), str(r["unit"]), str(raw_fc),
-                         str(r["len"])), "T" if r["is_orig"] else "F")
+    return (
+        conn_of(r),
+        (str(r["tid"]), str(r["pid"]), str(r["unit"]), str(raw_fc), str(r["len"])),
+        "T" if r["is_orig"] else "F",
+    )
 
 
 def expected_messages(events) -> Counter:
-    return Counter({(conn, header, rest): n for n, name, conn, header, rest in events
-                    if name == "modbus_message"})
+    return Counter(
+        {
+            (conn, header, rest): n
+            for n, name, conn, header, rest in events
+            if name == "modbus_message"
+        }
+    )
 
 
-@pytest.mark.parametrize("name,capture", [("coil_parsing_big", "modbusBig.pcap"),
-                                          ("coil_parsing_small", "modbusSmall.pcap")])
+@pytest.mark.parametrize(
+    "name,capture",
+    [("coil_parsing_big", "modbusBig.pcap"), ("coil_parsing_small", "modbusSmall.pcap")],
+)
 def test_coil_parsing_messages(analyze, name, capture):
     events = zeek_events(EXPECTED / name / "output")
     got = Counter(message_key(r) for r in analyze(PCAPS / capture).modbus)
     want = expected_messages(events)
     if capture == "modbusBig.pcap":  # difference 1 in the module docstring
-        late = (("10.235.149.240", 49226, "10.235.149.243", 502),
-                ("50382", "0", "255", "1", "4"), "F")
+        late = (
+            ("10.235.149.240", 49226, "10.235.149.243", 502),
+            ("50382", "0", "255", "1", "4"),
+            "F",
+        )
         assert got[late] == 1 and want[late] == 0
         got[late] -= 1
         got += Counter()  # drop the zero entry
@@ -90,8 +116,10 @@ def test_coil_parsing_messages(analyze, name, capture):
     assert sum(want.values()) == (5548 if capture == "modbusBig.pcap" else 32)
 
 
-@pytest.mark.parametrize("name,capture", [("coil_parsing_big", "modbusBig.pcap"),
-                                          ("coil_parsing_small", "modbusSmall.pcap")])
+@pytest.mark.parametrize(
+    "name,capture",
+    [("coil_parsing_big", "modbusBig.pcap"), ("coil_parsing_small", "modbusSmall.pcap")],
+)
 def test_coil_parsing_fields(analyze, name, capture):
     records = analyze(PCAPS / capture).modbus
     by_key: dict[tuple, dict] = {}
@@ -129,7 +157,9 @@ def test_coil_parsing_fields(analyze, name, capture):
 def test_register_parsing_fuzzed(analyze):
     """fuzz-1011.pcap: a malformed byte count and wild sequence numbers must not matter."""
     result = analyze(PCAPS / "fuzz-1011.pcap")
-    assert [log_row(r) for r in result.modbus] == zeek_log(EXPECTED / "register_parsing" / "modbus.log")
+    assert [log_row(r) for r in result.modbus] == zeek_log(
+        EXPECTED / "register_parsing" / "modbus.log"
+    )
     by_tid = {r["tid"]: r for r in result.modbus}
     for _n, event, _conn, header, rest in zeek_events(EXPECTED / "register_parsing" / "output"):
         r = by_tid[int(header[0])]
@@ -159,10 +189,16 @@ def test_modbus_and_non_modbus_on_port_502(analyze):
     modbus_flows = [f for f in result.flows if f["service"] == "modbus"]
     assert [(f["orig_h"], f["orig_p"]) for f in modbus_flows] == [("10.0.0.9", 3082)]
     # Every other connection that carried bytes to port 502 is reported, none is decoded.
-    talkers = {(f["orig_h"], f["orig_p"]) for f in result.flows
-               if f["service"] is None and f["orig_bytes"] > 0}
-    flagged = {(f["source"]["ip"], f["source"]["port"]) for f in result.findings
-               if f["rule"]["id"] == "2250008"}
+    talkers = {
+        (f["orig_h"], f["orig_p"])
+        for f in result.flows
+        if f["service"] is None and f["orig_bytes"] > 0
+    }
+    flagged = {
+        (f["source"]["ip"], f["source"]["port"])
+        for f in result.findings
+        if f["rule"]["id"] == "2250008"
+    }
     assert talkers == flagged and len(flagged) == 6
 
 
@@ -181,10 +217,16 @@ def test_device_identification_and_exception(analyze):
         if r["exception"]:
             got[("modbus_exception", conn_of(r), header_uid, length, str(r["exception_code"]))] += 1
         elif r["fc"] == 43:
-            event = "modbus_encap_interface_transport_" + ("request" if r["is_orig"] else "response")
+            event = "modbus_encap_interface_transport_" + (
+                "request" if r["is_orig"] else "response"
+            )
             got[(event, conn_of(r), header_uid, length, str(r["mei_type"]))] += 1
     # Zeek prints the MEI data as raw bytes after the MEI type; compare the MEI type.
-    want = Counter({(e, c, u, n, rest.split(", ")[0] if e.startswith("modbus_encap") else rest): k
-                    for (e, c, u, n, rest), k in want.items()})
+    want = Counter(
+        {
+            (e, c, u, n, rest.split(", ")[0] if e.startswith("modbus_encap") else rest): k
+            for (e, c, u, n, rest), k in want.items()
+        }
+    )
     assert got == want
     assert [r["exception"] for r in result.modbus] == [None, None, None, "SLAVE_DEVICE_FAILURE"]

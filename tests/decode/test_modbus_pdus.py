@@ -18,7 +18,7 @@ from tests.craft import adu
 class FakeFlow:
     uid = "Ctest"
     conn = ConnId("192.0.2.10", 40000, "192.0.2.20", 502)
-    hist_bits = [2, 1]  # a handshake was seen
+    hist_bits = (2, 1)  # a handshake was seen
     frame = last_frame = 1
 
 
@@ -49,66 +49,171 @@ def regs(*values: int) -> bytes:
 
 # (name, request PDU, response PDU, expected request fields, expected response fields)
 CASES: list[tuple[str, bytes, bytes, dict[str, Any], dict[str, Any]]] = [
-    ("read coils", b"\x01" + regs(19, 10), b"\x01\x02\xcd\x01",
-     {"address": 19, "quantity": 10},
-     {"values": [True, False, True, True, False, False, True, True, True, False]}),
-    ("read discrete inputs", b"\x02" + regs(196, 3), b"\x02\x01\x05",
-     {"address": 196, "quantity": 3}, {"values": [True, False, True]}),
-    ("read holding registers", b"\x03" + regs(107, 3), b"\x03\x06" + regs(555, 0, 100),
-     {"address": 107, "quantity": 3}, {"address": 107, "quantity": 3, "values": [555, 0, 100]}),
-    ("read input registers", b"\x04" + regs(8, 1), b"\x04\x02" + regs(10),
-     {"address": 8, "quantity": 1}, {"address": 8, "quantity": 1, "values": [10]}),
-    ("write single coil", b"\x05" + regs(172, 0xFF00), b"\x05" + regs(172, 0xFF00),
-     {"address": 172, "values": [True]}, {"address": 172, "values": [True]}),
-    ("write single register", b"\x06" + regs(1, 3), b"\x06" + regs(1, 3),
-     {"address": 1, "values": [3]}, {"address": 1, "values": [3]}),
+    (
+        "read coils",
+        b"\x01" + regs(19, 10),
+        b"\x01\x02\xcd\x01",
+        {"address": 19, "quantity": 10},
+        {"values": [True, False, True, True, False, False, True, True, True, False]},
+    ),
+    (
+        "read discrete inputs",
+        b"\x02" + regs(196, 3),
+        b"\x02\x01\x05",
+        {"address": 196, "quantity": 3},
+        {"values": [True, False, True]},
+    ),
+    (
+        "read holding registers",
+        b"\x03" + regs(107, 3),
+        b"\x03\x06" + regs(555, 0, 100),
+        {"address": 107, "quantity": 3},
+        {"address": 107, "quantity": 3, "values": [555, 0, 100]},
+    ),
+    (
+        "read input registers",
+        b"\x04" + regs(8, 1),
+        b"\x04\x02" + regs(10),
+        {"address": 8, "quantity": 1},
+        {"address": 8, "quantity": 1, "values": [10]},
+    ),
+    (
+        "write single coil",
+        b"\x05" + regs(172, 0xFF00),
+        b"\x05" + regs(172, 0xFF00),
+        {"address": 172, "values": [True]},
+        {"address": 172, "values": [True]},
+    ),
+    (
+        "write single register",
+        b"\x06" + regs(1, 3),
+        b"\x06" + regs(1, 3),
+        {"address": 1, "values": [3]},
+        {"address": 1, "values": [3]},
+    ),
     ("read exception status", b"\x07", b"\x07\x6d", {}, {"status": 0x6D}),
-    ("diagnostics restart", b"\x08" + regs(1, 0xFF00), b"\x08" + regs(1, 0xFF00),
-     {"sub_function": 1, "sub_function_name": "RESTART_COMMUNICATIONS_OPTION", "data": [0xFF00]},
-     {"sub_function": 1, "sub_function_name": "RESTART_COMMUNICATIONS_OPTION", "data": [0xFF00]}),
-    ("diagnostics listen only", b"\x08" + regs(4, 0), b"\x08" + regs(4, 0),
-     {"sub_function": 4, "sub_function_name": "FORCE_LISTEN_ONLY_MODE", "data": [0]},
-     {"sub_function": 4, "sub_function_name": "FORCE_LISTEN_ONLY_MODE", "data": [0]}),
-    ("comm event counter", b"\x0b", b"\x0b" + regs(0xFFFF, 0x108),
-     {}, {"status": 0xFFFF, "event_count": 0x108}),
-    ("comm event log", b"\x0c", b"\x0c\x08" + regs(0, 0x108, 0x121) + b"\x20\x00",
-     {}, {"status": 0, "event_count": 0x108, "message_count": 0x121, "events": [0x20, 0]}),
-    ("write multiple coils", b"\x0f" + regs(19, 10) + b"\x02\xcd\x01", b"\x0f" + regs(19, 10),
-     {"address": 19, "quantity": 10,
-      "values": [True, False, True, True, False, False, True, True, True, False]},
-     {"address": 19, "quantity": 10}),
-    ("write multiple registers", b"\x10" + regs(1, 2) + b"\x04" + regs(10, 258),
-     b"\x10" + regs(1, 2), {"address": 1, "quantity": 2, "values": [10, 258]},
-     {"address": 1, "quantity": 2}),
-    ("report server id", b"\x11", b"\x11\x06\x2a\xffPLC1",
-     {}, {"server_id": 42, "run_indicator": True, "server_id_data": "PLC1"}),
-    ("read file record", b"\x14\x0e\x06" + regs(4, 1, 2) + b"\x06" + regs(3, 9, 2),
-     b"\x14\x0c\x05\x06" + regs(0x0DFE, 0x20) + b"\x05\x06" + regs(0x33CD, 0x40),
-     {"records": [{"ref_type": 6, "file": 4, "record": 1, "length": 2},
-                  {"ref_type": 6, "file": 3, "record": 9, "length": 2}]},
-     {"records": [{"ref_type": 6, "values": [0x0DFE, 0x20]},
-                  {"ref_type": 6, "values": [0x33CD, 0x40]}]}),
-    ("write file record", b"\x15\x0d\x06" + regs(4, 7, 3) + regs(0x06AF, 0x04BE, 0x100D),
-     b"\x15\x0d\x06" + regs(4, 7, 3) + regs(0x06AF, 0x04BE, 0x100D),
-     {"records": [{"ref_type": 6, "file": 4, "record": 7, "values": [0x06AF, 0x04BE, 0x100D]}]},
-     {"records": [{"ref_type": 6, "file": 4, "record": 7, "values": [0x06AF, 0x04BE, 0x100D]}]}),
-    ("mask write register", b"\x16" + regs(4, 0xF2, 0x25), b"\x16" + regs(4, 0xF2, 0x25),
-     {"address": 4, "and_mask": 0xF2, "or_mask": 0x25},
-     {"address": 4, "and_mask": 0xF2, "or_mask": 0x25}),
-    ("read/write multiple registers", b"\x17" + regs(3, 6, 14, 3) + b"\x06" + regs(255, 255, 255),
-     b"\x17\x0c" + regs(0xFE, 0xACF0, 0xCD, 0xFF, 3, 0xD),
-     {"read_address": 3, "read_quantity": 6, "address": 14, "quantity": 3,
-      "values": [255, 255, 255]},
-     {"address": 3, "quantity": 6, "values": [0xFE, 0xACF0, 0xCD, 0xFF, 3, 0xD]}),
-    ("read fifo queue", b"\x18" + regs(0x4DE), b"\x18" + regs(6, 2) + regs(0x1B8, 0x1284),
-     {"address": 0x4DE}, {"values": [0x1B8, 0x1284]}),
-    ("read device identification", b"\x2b\x0e\x01\x00",
-     b"\x2b\x0e\x01\x01\x00\x00\x03\x00\x07Company\x01\x07Product\x02\x05V2.11",
-     {"mei_type": 14, "read_device_id_code": 1, "object_id": 0},
-     {"mei_type": 14, "read_device_id_code": 1, "conformity_level": 1, "more_follows": False,
-      "next_object_id": 0,
-      "objects": {"VendorName": "Company", "ProductCode": "Product",
-                  "MajorMinorRevision": "V2.11"}}),
+    (
+        "diagnostics restart",
+        b"\x08" + regs(1, 0xFF00),
+        b"\x08" + regs(1, 0xFF00),
+        {"sub_function": 1, "sub_function_name": "RESTART_COMMUNICATIONS_OPTION", "data": [0xFF00]},
+        {"sub_function": 1, "sub_function_name": "RESTART_COMMUNICATIONS_OPTION", "data": [0xFF00]},
+    ),
+    (
+        "diagnostics listen only",
+        b"\x08" + regs(4, 0),
+        b"\x08" + regs(4, 0),
+        {"sub_function": 4, "sub_function_name": "FORCE_LISTEN_ONLY_MODE", "data": [0]},
+        {"sub_function": 4, "sub_function_name": "FORCE_LISTEN_ONLY_MODE", "data": [0]},
+    ),
+    (
+        "comm event counter",
+        b"\x0b",
+        b"\x0b" + regs(0xFFFF, 0x108),
+        {},
+        {"status": 0xFFFF, "event_count": 0x108},
+    ),
+    (
+        "comm event log",
+        b"\x0c",
+        b"\x0c\x08" + regs(0, 0x108, 0x121) + b"\x20\x00",
+        {},
+        {"status": 0, "event_count": 0x108, "message_count": 0x121, "events": [0x20, 0]},
+    ),
+    (
+        "write multiple coils",
+        b"\x0f" + regs(19, 10) + b"\x02\xcd\x01",
+        b"\x0f" + regs(19, 10),
+        {
+            "address": 19,
+            "quantity": 10,
+            "values": [True, False, True, True, False, False, True, True, True, False],
+        },
+        {"address": 19, "quantity": 10},
+    ),
+    (
+        "write multiple registers",
+        b"\x10" + regs(1, 2) + b"\x04" + regs(10, 258),
+        b"\x10" + regs(1, 2),
+        {"address": 1, "quantity": 2, "values": [10, 258]},
+        {"address": 1, "quantity": 2},
+    ),
+    (
+        "report server id",
+        b"\x11",
+        b"\x11\x06\x2a\xffPLC1",
+        {},
+        {"server_id": 42, "run_indicator": True, "server_id_data": "PLC1"},
+    ),
+    (
+        "read file record",
+        b"\x14\x0e\x06" + regs(4, 1, 2) + b"\x06" + regs(3, 9, 2),
+        b"\x14\x0c\x05\x06" + regs(0x0DFE, 0x20) + b"\x05\x06" + regs(0x33CD, 0x40),
+        {
+            "records": [
+                {"ref_type": 6, "file": 4, "record": 1, "length": 2},
+                {"ref_type": 6, "file": 3, "record": 9, "length": 2},
+            ]
+        },
+        {
+            "records": [
+                {"ref_type": 6, "values": [0x0DFE, 0x20]},
+                {"ref_type": 6, "values": [0x33CD, 0x40]},
+            ]
+        },
+    ),
+    (
+        "write file record",
+        b"\x15\x0d\x06" + regs(4, 7, 3) + regs(0x06AF, 0x04BE, 0x100D),
+        b"\x15\x0d\x06" + regs(4, 7, 3) + regs(0x06AF, 0x04BE, 0x100D),
+        {"records": [{"ref_type": 6, "file": 4, "record": 7, "values": [0x06AF, 0x04BE, 0x100D]}]},
+        {"records": [{"ref_type": 6, "file": 4, "record": 7, "values": [0x06AF, 0x04BE, 0x100D]}]},
+    ),
+    (
+        "mask write register",
+        b"\x16" + regs(4, 0xF2, 0x25),
+        b"\x16" + regs(4, 0xF2, 0x25),
+        {"address": 4, "and_mask": 0xF2, "or_mask": 0x25},
+        {"address": 4, "and_mask": 0xF2, "or_mask": 0x25},
+    ),
+    (
+        "read/write multiple registers",
+        b"\x17" + regs(3, 6, 14, 3) + b"\x06" + regs(255, 255, 255),
+        b"\x17\x0c" + regs(0xFE, 0xACF0, 0xCD, 0xFF, 3, 0xD),
+        {
+            "read_address": 3,
+            "read_quantity": 6,
+            "address": 14,
+            "quantity": 3,
+            "values": [255, 255, 255],
+        },
+        {"address": 3, "quantity": 6, "values": [0xFE, 0xACF0, 0xCD, 0xFF, 3, 0xD]},
+    ),
+    (
+        "read fifo queue",
+        b"\x18" + regs(0x4DE),
+        b"\x18" + regs(6, 2) + regs(0x1B8, 0x1284),
+        {"address": 0x4DE},
+        {"values": [0x1B8, 0x1284]},
+    ),
+    (
+        "read device identification",
+        b"\x2b\x0e\x01\x00",
+        b"\x2b\x0e\x01\x01\x00\x00\x03\x00\x07Company\x01\x07Product\x02\x05V2.11",
+        {"mei_type": 14, "read_device_id_code": 1, "object_id": 0},
+        {
+            "mei_type": 14,
+            "read_device_id_code": 1,
+            "conformity_level": 1,
+            "more_follows": False,
+            "next_object_id": 0,
+            "objects": {
+                "VendorName": "Company",
+                "ProductCode": "Product",
+                "MajorMinorRevision": "V2.11",
+            },
+        },
+    ),
 ]
 
 
@@ -133,8 +238,11 @@ def test_every_public_function_is_covered():
 def test_exception_response():
     bus = decode((True, adu(1, 1, b"\x03" + regs(0, 200))), (False, adu(1, 1, b"\x83\x02")))
     resp = bus.messages[1]
-    assert (resp.fc, resp.func, resp.exception) == (3, "READ_HOLDING_REGISTERS_EXCEPTION",
-                                                    "ILLEGAL_DATA_ADDRESS")
+    assert (resp.fc, resp.func, resp.exception) == (
+        3,
+        "READ_HOLDING_REGISTERS_EXCEPTION",
+        "ILLEGAL_DATA_ADDRESS",
+    )
     assert resp.fields == {"exception_code": 2}
 
 
@@ -156,18 +264,29 @@ def test_several_adus_in_one_segment_and_one_across_segments():
     "name,data,anomaly",
     [
         ("length field zero", struct.pack(">HHHB", 1, 0, 0, 1) + b"\x03", "modbus.invalid_length"),
-        ("length field too large", struct.pack(">HHHB", 1, 0, 300, 1) + b"\x03",
-         "modbus.invalid_length"),
-        ("protocol id not zero", struct.pack(">HHHB", 1, 5, 6, 1) + b"\x03" + regs(0, 1),
-         "modbus.invalid_protocol_id"),
+        (
+            "length field too large",
+            struct.pack(">HHHB", 1, 0, 300, 1) + b"\x03",
+            "modbus.invalid_length",
+        ),
+        (
+            "protocol id not zero",
+            struct.pack(">HHHB", 1, 5, 6, 1) + b"\x03" + regs(0, 1),
+            "modbus.invalid_protocol_id",
+        ),
         ("read request too short", adu(2, 1, b"\x03\x00\x01"), "modbus.truncated_pdu"),
         ("read request too long", adu(2, 1, b"\x03" + regs(0, 1, 2)), "modbus.invalid_length"),
-        ("coil value not 0 or FF00", adu(2, 1, b"\x05" + regs(3, 0x1234)),
-         "modbus.invalid_value"),
-        ("byte count larger than data", adu(2, 1, b"\x10" + regs(1, 2) + b"\x08" + regs(1)),
-         "modbus.truncated_pdu"),
-        ("unknown diagnostics sub-function", adu(2, 1, b"\x08" + regs(0x99, 0)),
-         "modbus.unknown_diagnostic_subfunction"),
+        ("coil value not 0 or FF00", adu(2, 1, b"\x05" + regs(3, 0x1234)), "modbus.invalid_value"),
+        (
+            "byte count larger than data",
+            adu(2, 1, b"\x10" + regs(1, 2) + b"\x08" + regs(1)),
+            "modbus.truncated_pdu",
+        ),
+        (
+            "unknown diagnostics sub-function",
+            adu(2, 1, b"\x08" + regs(0x99, 0)),
+            "modbus.unknown_diagnostic_subfunction",
+        ),
     ],
 )
 def test_malformed_frames_become_named_anomalies(name, data, anomaly):
@@ -184,8 +303,11 @@ def test_non_modbus_first_bytes_disable_the_decoder():
 
 
 def test_unsolicited_response():
-    bus = decode((True, adu(1, 1, b"\x03" + regs(0, 1))), (False, adu(1, 1, b"\x03\x02\x00\x07")),
-                 (False, adu(9, 1, b"\x03\x02\x00\x07")))
+    bus = decode(
+        (True, adu(1, 1, b"\x03" + regs(0, 1))),
+        (False, adu(1, 1, b"\x03\x02\x00\x07")),
+        (False, adu(9, 1, b"\x03\x02\x00\x07")),
+    )
     assert [a.name for a in bus.anomalies] == ["modbus.unsolicited_response"]
     assert bus.messages[1].latency is not None and bus.messages[2].latency is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 
@@ -17,27 +18,50 @@ from tests.decode.test_modbus_pdus import Bus, FakeFlow
 CLIENT, SERVER = bytes([192, 0, 2, 10]), bytes([192, 0, 2, 20])
 
 requests = st.one_of(
-    st.builds(lambda a, q: b"\x03" + struct.pack(">HH", a, q), st.integers(0, 65535),
-              st.integers(1, 125)),
-    st.builds(lambda a, v: b"\x06" + struct.pack(">HH", a, v), st.integers(0, 65535),
-              st.integers(0, 65535)),
-    st.builds(lambda a, vs: b"\x10" + struct.pack(f">HHB{len(vs)}H", a, len(vs), 2 * len(vs), *vs),
-              st.integers(0, 65535), st.lists(st.integers(0, 65535), min_size=1, max_size=20)),
+    st.builds(
+        lambda a, q: b"\x03" + struct.pack(">HH", a, q), st.integers(0, 65535), st.integers(1, 125)
+    ),
+    st.builds(
+        lambda a, v: b"\x06" + struct.pack(">HH", a, v),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+    ),
+    st.builds(
+        lambda a, vs: b"\x10" + struct.pack(f">HHB{len(vs)}H", a, len(vs), 2 * len(vs), *vs),
+        st.integers(0, 65535),
+        st.lists(st.integers(0, 65535), min_size=1, max_size=20),
+    ),
 )
 
 
 def run_stream(segments: list[tuple[int, bytes]]) -> Bus:
     """Feed client segments (seq, payload) through a real FlowTable after a handshake."""
     bus = Bus()
-    table = FlowTable(lambda flow, first: ModbusAnalyzer(flow, bus) if first is None else None,
-                      lambda flow: None)
+    table = FlowTable(
+        lambda flow, first: ModbusAnalyzer(flow, bus) if first is None else None, lambda flow: None
+    )
     isn = 1000
     table.process(1.0, 1, (PROTO_TCP, CLIENT, 40000, SERVER, 502, TCP_SYN, isn - 1, 0, b"", 40))
-    table.process(1.0, 2, (PROTO_TCP, SERVER, 502, CLIENT, 40000, TCP_SYN | TCP_ACK, 0, isn, b"",
-                           40))
+    table.process(
+        1.0, 2, (PROTO_TCP, SERVER, 502, CLIENT, 40000, TCP_SYN | TCP_ACK, 0, isn, b"", 40)
+    )
     for i, (offset, data) in enumerate(segments):
-        table.process(2.0 + i * 0.001, 3 + i, (PROTO_TCP, CLIENT, 40000, SERVER, 502,
-                                               TCP_PSH | TCP_ACK, isn + offset, 1, data, 40 + len(data)))
+        table.process(
+            2.0 + i * 0.001,
+            3 + i,
+            (
+                PROTO_TCP,
+                CLIENT,
+                40000,
+                SERVER,
+                502,
+                TCP_PSH | TCP_ACK,
+                isn + offset,
+                1,
+                data,
+                40 + len(data),
+            ),
+        )
     table.flush()
     return bus
 
@@ -54,7 +78,7 @@ def test_same_stream_any_segmentation_same_messages(pdus, data):
     assert len(baseline) == len(pdus)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=15))))
     bounds = [0, *cuts, len(stream)]
-    segments = [(a, stream[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    segments = [(a, stream[a:b]) for a, b in itertools.pairwise(bounds)]
     # Reorder a little and retransmit some segments: TCP must put it back together.
     rng = random.Random(data.draw(st.integers(0, 2**32)))
     for i in range(len(segments) - 1):
