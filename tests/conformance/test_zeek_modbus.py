@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.pipeline.detector import Detector
 from tests.conftest import ZEEK_MODBUS
 
 EXPECTED = ZEEK_MODBUS / "expected"
@@ -182,8 +183,19 @@ def test_exception_handling_fuzzed(analyze):
     assert len(ours) - len(zeek) == 10  # the segments Zeek's reassembler dropped
 
 
+class AnomalyRecorder(Detector):
+    id = "test_anomaly_recorder"
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def on_anomaly(self, event):
+        self.events.append(event)
+
+
 def test_modbus_and_non_modbus_on_port_502(analyze):
-    result = analyze(PCAPS / "modbus-and-non-modbus-p502.pcap")
+    recorder = AnomalyRecorder()
+    result = analyze(PCAPS / "modbus-and-non-modbus-p502.pcap", detectors=[recorder])
     expected = EXPECTED / "modbus_and_non_modbus_on_port_502" / "modbus.log"
     assert [log_row(r) for r in result.modbus] == zeek_log(expected)
     modbus_flows = [f for f in result.flows if f["service"] == "modbus"]
@@ -195,9 +207,9 @@ def test_modbus_and_non_modbus_on_port_502(analyze):
         if f["service"] is None and f["orig_bytes"] > 0
     }
     flagged = {
-        (f["source"]["ip"], f["source"]["port"])
-        for f in result.findings
-        if f["rule"]["id"] == "2250008"
+        (a.conn.orig_h, a.conn.orig_p)
+        for a in recorder.events
+        if a.name == "modbus.non_modbus_traffic"
     }
     assert talkers == flagged and len(flagged) == 6
 
