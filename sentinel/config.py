@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sentinel.errors import ConfigError, Location, SentinelError
+from sentinel.lab.config import LabSection
 
 Sector = Literal["hospital", "energy", "transport", "other"]
 Role = Literal["plc", "hmi", "engineering", "historian", "other"]
@@ -99,6 +100,7 @@ class Config(_Strict):
     sites: list[Site] = []
     assets: list[Asset] = []
     decode: Decode = Decode()
+    lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

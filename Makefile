@@ -1,0 +1,37 @@
+# The two set-up commands of the README, and what CI runs (.ci/run calls `make test`).
+# Both install everything they need on a fresh Debian machine (run as root, or with sudo).
+
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := tshark tcpreplay iproute2 bridge-utils procps
+
+.PHONY: demo test system-packages install install-test lint
+
+## Analyse the shipped demo capture with the embedded defaults (no Elasticsearch needed).
+demo: install
+	sentinel analyze lab/pcaps/demo.pcap --config lab/sites/hospital.yaml --out sentinel-out/demo
+
+## The whole test suite, with the real tshark, Elasticsearch and network namespaces.
+test: system-packages install-test
+	ruff check .
+	sentinel rules check signatures/
+	$(PYTHON) -m pytest -q tests
+
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+install:
+	$(PIP) install -q .
+
+install-test:
+	$(PIP) install -q ".[test]"
+
+lint:
+	ruff check . && ruff format --check .
