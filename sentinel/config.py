@@ -129,32 +129,36 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([SentinelError("config must be a mapping", Location(name, 1, 1))])
-    positions: dict[tuple, tuple[int, int]] = {}
-    _walk(root, (), positions)
+    positions: dict[tuple, tuple[int, int]] = {}  # path -> where its value starts
+    key_positions: dict[tuple, tuple[int, int]] = {}  # path -> where its key starts
+    _walk(root, (), positions, key_positions)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            line, col = _closest(positions, loc)
+            where = key_positions if err["type"] == "extra_forbidden" else positions
+            line, col = where[loc] if loc in where else _closest(positions, loc)
             dotted = ".".join(str(p) for p in loc) or "(top)"
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(SentinelError(f"{dotted}: {msg}", Location(name, line, col)))
         raise ConfigError(problems) from None
 
 
-def _walk(node: Any, path: tuple, out: dict[tuple, tuple[int, int]]) -> None:
+def _walk(
+    node: Any, path: tuple, out: dict[tuple, tuple[int, int]], keys: dict[tuple, tuple[int, int]]
+) -> None:
     if node is None:
         return
     out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            out[(*path, key.value)] = (key.start_mark.line + 1, key.start_mark.column + 1)
-            _walk(value, (*path, key.value), out)
+            keys[(*path, key.value)] = (key.start_mark.line + 1, key.start_mark.column + 1)
+            _walk(value, (*path, key.value), out, keys)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, (*path, i), out)
+            _walk(item, (*path, i), out, keys)
 
 
 def _closest(positions: dict[tuple, tuple[int, int]], loc: tuple) -> tuple[int, int]:
