@@ -103,6 +103,7 @@ class Flow:
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
         self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
         self.analyzer: AppAnalyzer | None = None
+        self.key: tuple = ()  # the flow table's key, oriented orig -> resp
 
     def mark(self, is_orig: bool, bit: int) -> None:
         if not self.hist_bits[is_orig] & bit:
@@ -198,6 +199,8 @@ class FlowTable:
     """
 
     packet_hook: Callable[[Flow, bool, float, int, Decoded], None] | None = None
+    # Maps each address as text before any event carries it (privacy: pseudonymization).
+    address_mapper: Callable[[str], str] | None = None
     stream_hook: Callable[[Flow, bool, bytes, float, int], None] | None = None
 
     def __init__(
@@ -447,9 +450,13 @@ class FlowTable:
             self.stats["flows.evicted"] += 1
             self._finish(oldest)
         family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
-        conn = ConnId(socket.inet_ntop(family, o), op, socket.inet_ntop(family, r), rp)
+        orig_h, resp_h = socket.inet_ntop(family, o), socket.inet_ntop(family, r)
+        if self.address_mapper is not None:  # pseudonymization: before anything sees them
+            orig_h, resp_h = self.address_mapper(orig_h), self.address_mapper(resp_h)
+        conn = ConnId(orig_h, op, resp_h, rp)
         self._created += 1
         flow = Flow(_uid(ts, conn, proto, self._created), conn, proto, ts, frame)
+        flow.key = (o, op, r, rp, proto)
         self.index[(o, op, r, rp, proto)] = (flow, True)
         self.index[(r, rp, o, op, proto)] = (flow, False)
         self.lru[flow.uid] = flow
@@ -474,10 +481,8 @@ class FlowTable:
             self._finish(flow)
 
     def _finish(self, flow: Flow) -> None:
-        c = flow.conn
-        family = socket.AF_INET if ":" not in c.orig_h else socket.AF_INET6
-        o, r = socket.inet_pton(family, c.orig_h), socket.inet_pton(family, c.resp_h)
-        for key in ((o, c.orig_p, r, c.resp_p, flow.proto), (r, c.resp_p, o, c.orig_p, flow.proto)):
+        o, op, r, rp, proto = flow.key
+        for key in (flow.key, (r, rp, o, op, proto)):
             entry = self.index.get(key)
             if entry is not None and entry[0] is flow:
                 del self.index[key]

@@ -83,10 +83,16 @@ class SiteLabels:
         self._cache: dict[str, dict[str, str] | None] = {}
 
     def lookup(self, ip: str) -> dict[str, str] | None:
-        if ip not in self._cache:
-            addr = ipaddress.ip_address(ip)
-            self._cache[ip] = next((lab for net, lab in self._nets if addr in net), None)
-        return self._cache[ip]
+        labels = self._cache.get(ip, False)
+        if labels is False:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:  # a pseudonym (privacy): not in any declared network
+                return None
+            labels = next((lab for net, lab in self._nets if addr in net), None)
+            if len(self._cache) < 65536:  # bounded: a scan must not grow it without end
+                self._cache[ip] = labels
+        return labels  # type: ignore[return-value]
 
     def for_finding(self, f: Finding) -> dict[str, str] | None:
         if not self._nets or f.conn is None:
