@@ -71,6 +71,7 @@ class Flow:
         "frame",
         "hist_bits",
         "history",
+        "key",
         "last_frame",
         "last_ts",
         "missed_bytes",
