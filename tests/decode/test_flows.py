@@ -1,0 +1,109 @@
+"""The flow table: orientation, Zeek's conn_state/history, timeouts, eviction, port reuse."""
+
+from __future__ import annotations
+
+from sentinel.decode.flow import FlowTable
+from sentinel.decode.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
+
+A, B = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+
+
+def table(**kw) -> tuple[FlowTable, list[dict]]:
+    ended: list[dict] = []
+    return FlowTable(lambda flow, first: None, lambda f: ended.append(f.record()), **kw), ended
+
+
+def tcp(
+    t: FlowTable,
+    ts: float,
+    src: bytes,
+    sport: int,
+    dst: bytes,
+    dport: int,
+    flags: int,
+    seq: int = 0,
+    ack: int = 0,
+    payload: bytes = b"",
+) -> None:
+    t.process(
+        ts, 1, (PROTO_TCP, src, sport, dst, dport, flags, seq, ack, payload, 40 + len(payload))
+    )
+
+
+def test_full_connection_is_sf_with_zeek_history():
+    t, ended = table()
+    tcp(t, 1.0, A, 40000, B, 502, TCP_SYN, seq=100)
+    tcp(t, 1.1, B, 502, A, 40000, TCP_SYN | TCP_ACK, seq=900, ack=101)
+    tcp(t, 1.2, A, 40000, B, 502, TCP_ACK, seq=101, ack=901)
+    tcp(t, 1.3, A, 40000, B, 502, TCP_PSH | TCP_ACK, seq=101, ack=901, payload=b"x" * 12)
+    tcp(t, 1.4, B, 502, A, 40000, TCP_PSH | TCP_ACK, seq=901, ack=113, payload=b"y" * 9)
+    tcp(t, 1.5, A, 40000, B, 502, TCP_FIN | TCP_ACK, seq=113, ack=910)
+    tcp(t, 1.6, B, 502, A, 40000, TCP_FIN | TCP_ACK, seq=910, ack=114)
+    t.flush()
+    (rec,) = ended
+    assert (rec["orig_h"], rec["orig_p"], rec["resp_p"]) == ("192.0.2.1", 40000, 502)
+    assert rec["conn_state"] == "SF" and rec["history"] == "ShADdFf"
+    assert (rec["orig_pkts"], rec["orig_bytes"], rec["resp_pkts"], rec["resp_bytes"]) == (
+        4,
+        12,
+        3,
+        9,
+    )
+    assert rec["duration"] == 0.6
+
+
+def test_states_of_unanswered_rejected_and_midstream_connections():
+    t, ended = table()
+    tcp(t, 1.0, A, 1, B, 502, TCP_SYN, seq=1)  # S0
+    tcp(t, 1.0, A, 2, B, 502, TCP_SYN, seq=1)  # REJ
+    tcp(t, 1.1, B, 502, A, 2, TCP_RST | TCP_ACK, ack=2)
+    tcp(t, 1.0, B, 502, A, 3, TCP_PSH | TCP_ACK, seq=5, payload=b"z")  # OTH, mid-stream
+    t.flush()
+    states = {r["orig_p"]: r["conn_state"] for r in ended}
+    assert states == {1: "S0", 2: "REJ", 3: "OTH"}
+    assert next(r for r in ended if r["orig_p"] == 3)["orig_h"] == "192.0.2.1"  # port 502 = server
+
+
+def test_idle_timeout_ends_flows_in_packet_time():
+    t, ended = table(tcp_timeout=10.0, udp_timeout=5.0)
+    t.process(0.0, 1, (PROTO_UDP, A, 5000, B, 53, 0, 0, 0, b"q", 29))
+    tcp(t, 0.0, A, 40000, B, 502, TCP_SYN, seq=1)
+    tcp(t, 7.0, A, 40001, B, 502, TCP_SYN, seq=1)
+    assert [r["proto"] for r in ended] == ["udp"]
+    tcp(t, 12.0, A, 40002, B, 502, TCP_SYN, seq=1)
+    assert [r["orig_p"] for r in ended] == [5000, 40000]
+
+
+def test_table_is_bounded_and_evicts_least_recently_active():
+    t, ended = table(max_flows=16)
+    tcp(t, 0.0, A, 1, B, 502, TCP_SYN, seq=1)
+    for port in range(2, 100):
+        tcp(t, port / 1000, A, port, B, 502, TCP_SYN, seq=1)
+        tcp(t, port / 1000, A, 1, B, 502, TCP_ACK, seq=2)  # flow 1 stays active
+    assert t.stats["flows.evicted"] == 99 - 16 and len(t.lru) == 16
+    assert 1 not in {r["orig_p"] for r in ended}
+    t.flush()
+    assert len(ended) == 99 and len({r["uid"] for r in ended}) == 99
+
+
+def test_port_reuse_starts_a_new_connection():
+    t, ended = table()
+    tcp(t, 1.0, A, 40000, B, 502, TCP_SYN, seq=100)
+    tcp(t, 1.1, B, 502, A, 40000, TCP_SYN | TCP_ACK, seq=900, ack=101)
+    tcp(t, 1.2, A, 40000, B, 502, TCP_PSH | TCP_ACK, seq=101, ack=901, payload=b"x")
+    tcp(t, 1.3, A, 40000, B, 502, TCP_RST, seq=102)
+    tcp(t, 2.0, A, 40000, B, 502, TCP_SYN, seq=5000)
+    t.flush()
+    assert [r["conn_state"] for r in ended] == ["RSTO", "S0"]
+    assert ended[0]["uid"] != ended[1]["uid"]
+
+
+def test_uids_are_deterministic():
+    def run() -> list[str]:
+        t, ended = table()
+        for port in range(5):
+            tcp(t, float(port), A, port + 1000, B, 502, TCP_SYN, seq=1)
+        t.flush()
+        return [r["uid"] for r in ended]
+
+    assert run() == run()
