@@ -12,6 +12,7 @@ analyzer is told so it can drop its partial state, and the missed bytes are coun
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -33,6 +34,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # Zeek's history letters; upper case is the originator, lower case the responder.
 H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST = 1, 2, 4, 8, 16, 32
+_RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R")  # Zeek: SYN, then RST before any answer
 HISTORY_LETTERS = {H_SYN: "S", H_SYNACK: "H", H_ACK: "A", H_DATA: "D", H_FIN: "F", H_RST: "R"}
 
 
@@ -125,40 +127,52 @@ class Flow:
         o, r = self.flags[1], self.flags[0]
         return bool((o & TCP_RST) or (r & TCP_RST) or ((o & TCP_FIN) and (r & TCP_FIN)))
 
+    def endpoint_state(self, is_orig: bool) -> str:
+        """Zeek's TCP endpoint state at the end, derived from what the endpoint sent."""
+        own, peer = self.hist_bits[is_orig], self.hist_bits[not is_orig]
+        flags = self.flags[is_orig]
+        if flags & TCP_RST:
+            return "RESET"
+        if flags & TCP_FIN:
+            return "CLOSED"
+        if own & (H_SYN | H_SYNACK):
+            if own & (H_ACK | H_DATA) and peer & (H_SYN | H_SYNACK):
+                return "ESTABLISHED"
+            if own & H_SYNACK and peer & (H_ACK | H_DATA | H_FIN):
+                return "ESTABLISHED"  # its SYN-ACK was acknowledged
+            return "SYN_ACK_SENT" if own & H_SYNACK else "SYN_SENT"
+        return "PARTIAL" if own else "INACTIVE"
+
     def conn_state(self) -> str:
-        """Zeek's ``conn_state`` (see Zeek's conn.log documentation)."""
+        """Zeek's ``conn_state`` (the function of Zeek's base/protocols/conn/main.zeek)."""
         if self.proto != PROTO_TCP:
-            return "SF" if self.orig_pkts and self.resp_pkts else "S0"
-        o, r = self.flags[1], self.flags[0]
-        o_syn = bool(self.hist_bits[1] & H_SYN)
-        r_synack = bool(self.hist_bits[0] & H_SYNACK)
-        if not o_syn and not r_synack:
-            return "OTH"
-        if o_syn and not r_synack:
-            if r & TCP_RST:
+            if self.orig_pkts:
+                return "SF" if self.resp_pkts else "S0"
+            return "SHR" if self.resp_pkts else "OTH"
+        os, rs = self.endpoint_state(True), self.endpoint_state(False)
+        o_inactive = os in ("INACTIVE", "PARTIAL")
+        r_inactive = rs in ("INACTIVE", "PARTIAL")
+        if rs == "RESET":
+            if os in ("SYN_SENT", "SYN_ACK_SENT") or (
+                os == "RESET" and not self.orig_bytes and not self.resp_bytes
+            ):
                 return "REJ"
-            if o & TCP_RST:
-                return "RSTOS0"
-            if o & TCP_FIN:
-                return "SH"
-            return "S0"
-        if r_synack and not o_syn:
-            if r & TCP_RST:
-                return "RSTRH"
-            if r & TCP_FIN:
-                return "SHR"
-            return "OTH"
-        if o & TCP_RST:
+            return "RSTRH" if o_inactive else "RSTR"
+        if os == "RESET":
+            if r_inactive:
+                return "RSTOS0" if _RSTOS0.match(self.history) else "OTH"
             return "RSTO"
-        if r & TCP_RST:
-            return "RSTR"
-        if o & TCP_FIN and r & TCP_FIN:
+        if rs == "CLOSED" and os == "CLOSED":
             return "SF"
-        if o & TCP_FIN:
-            return "S2"
-        if r & TCP_FIN:
-            return "S3"
-        return "S1"
+        if os == "CLOSED":
+            return "SH" if r_inactive else "S2"
+        if rs == "CLOSED":
+            return "SHR" if o_inactive else "S3"
+        if os == "SYN_SENT" and rs == "INACTIVE":
+            return "S0"
+        if os == "ESTABLISHED" and rs == "ESTABLISHED":
+            return "S1"
+        return "OTH"
 
     def record(self) -> dict:
         """The flows.jsonl record (fields named like Zeek's conn.log)."""
@@ -237,16 +251,11 @@ class FlowTable:
             flow, is_orig = self._create(ts, frame, d)
         else:
             flow, is_orig = entry
-            if proto == PROTO_TCP and flags & TCP_SYN and not flags & TCP_ACK and is_orig:
-                stream = flow.streams[1]
-                if (
-                    stream.isn is not None
-                    and seq != stream.isn
-                    and (flow.closed or flow.hist_bits[1] & H_DATA)
-                ):
-                    # A new connection reusing the 5-tuple: end the old one first.
-                    self._end(flow)
-                    flow, is_orig = self._create(ts, frame, d)
+            if proto == PROTO_TCP and self._starts_new_connection(
+                flow, is_orig, flags, seq, payload
+            ):
+                self._end(flow)
+                flow, is_orig = self._create(ts, frame, d)
             self.lru.move_to_end(flow.uid)
         if ts > flow.last_ts:
             flow.last_ts = ts
@@ -305,6 +314,23 @@ class FlowTable:
             self.expire(ts)
 
     # ------------------------------------------------------------------ TCP
+    @staticmethod
+    def _starts_new_connection(
+        flow: Flow, is_orig: bool, flags: int, seq: int, payload: bytes
+    ) -> bool:
+        """The 5-tuple is reused: a SYN with a new ISN on a used connection, or data or a SYN
+        after a reset (as Zeek splits them)."""
+        if (flow.flags[0] | flow.flags[1]) & TCP_RST:
+            return bool(payload or flags & TCP_SYN) and not flags & TCP_RST
+        if flags & TCP_SYN and not flags & TCP_ACK and is_orig:
+            stream = flow.streams[1]
+            return (
+                stream.isn is not None
+                and seq != stream.isn
+                and bool(flow.closed or flow.hist_bits[1] & H_DATA)
+            )
+        return False
+
     def _control(self, flow: Flow, is_orig: bool, flags: int, seq: int) -> None:
         flow.flags[is_orig] |= flags
         if flags & TCP_SYN:

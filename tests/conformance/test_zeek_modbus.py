@@ -242,3 +242,66 @@ def test_device_identification_and_exception(analyze):
     )
     assert got == want
     assert [r["exception"] for r in result.modbus] == [None, None, None, "SLAVE_DEVICE_FAILURE"]
+
+
+def zeek_conn_log(path: Path) -> list[tuple]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        f = line.split("\t")
+        # id.orig_h .. id.resp_p, service, orig_bytes, resp_bytes, conn_state, history,
+        # orig_pkts, orig_ip_bytes, resp_pkts, resp_ip_bytes
+        rows.append(
+            (
+                f[2],
+                int(f[3]),
+                f[4],
+                int(f[5]),
+                f[7],
+                int(f[9]),
+                int(f[10]),
+                f[11],
+                f[15],
+                int(f[16]),
+                int(f[17]),
+                int(f[18]),
+                int(f[19]),
+            )
+        )
+    return rows
+
+
+def conn_row(r: dict) -> tuple:
+    return (
+        r["orig_h"],
+        r["orig_p"],
+        r["resp_h"],
+        r["resp_p"],
+        r["service"] or "-",
+        r["orig_bytes"],
+        r["resp_bytes"],
+        r["conn_state"],
+        r["history"],
+        r["orig_pkts"],
+        r["orig_ip_bytes"],
+        r["resp_pkts"],
+        r["resp_ip_bytes"],
+    )
+
+
+@pytest.mark.parametrize(
+    "expected,capture",
+    [
+        ("modbus_and_non_modbus_on_port_502/conn.log", "modbus-and-non-modbus-p502.pcap"),
+        ("events/conn-second.log", "modbus-eit.pcap"),
+    ],
+)
+def test_flows_agree_with_zeek_conn_log(analyze, expected, capture):
+    """conn_state, history, packets and bytes each way, per connection, like Zeek's conn.log
+    (including the connection Zeek splits after a reset). Sentinel names only the services it
+    decodes: TLS and DCE-RPC on port 502 are "not Modbus" (service null), not identified."""
+    zeek = sorted(zeek_conn_log(EXPECTED / expected))
+    zeek = [(*row[:4], row[4] if row[4] == "modbus" else "-", *row[5:]) for row in zeek]
+    ours = sorted(conn_row(r) for r in analyze(PCAPS / capture).flows)
+    assert ours == zeek
