@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sentinel.errors import ConfigError, Location, SentinelError
 from sentinel.lab.config import LabSection
+from sentinel.respond.settings import ActionSettings, PlaybookSettings, ServiceSettings
+from sentinel.schedule.settings import Jobs, ScheduleSettings
 
 Sector = Literal["hospital", "energy", "transport", "other"]
 Role = Literal["plc", "hmi", "engineering", "historian", "other"]
@@ -101,6 +103,11 @@ class Config(_Strict):
     assets: list[Asset] = []
     decode: Decode = Decode()
     lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
+    playbooks: PlaybookSettings = PlaybookSettings()
+    actions: ActionSettings = ActionSettings()
+    service: ServiceSettings = ServiceSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    jobs: Jobs = {}
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -1,0 +1,277 @@
+"""Scheduled jobs: what one run returns, the registry by ``type``, and job findings.
+
+A job is a function ``run(name, settings, context) -> JobResult``. ``JobContext`` carries the
+config (for site labels and declared assets), the state folder (where jobs keep what they
+need between runs, e.g. the last inventory), dry-run and, for one-off runs, a restriction to
+one address (``scan.device``).
+
+Findings of jobs are ECS documents like the pipeline's, with Sentinel's rule ids
+9000300-9000399 (see ``RULES``), ``event.dataset: sentinel.scan`` and the device in
+``destination.ip/port``; the service hands them to the same sinks and playbooks.
+
+``retention`` and ``model.retrain`` belong to ``sentinel.privacy`` and ``sentinel.ml``: the
+job calls ``sentinel.privacy.retention.run_retention(config, dry_run=...)`` (what to delete
+and when is the config's ``privacy.retention``; its report becomes the job's ``detail``) and
+``sentinel.ml.retrain.run_retrain(config, windows, options, dry_run=...)`` (returning a dict of
+what it did) when those functions exist, and otherwise refuses with a message that says so;
+it never does half of the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sentinel.findings import Finding, Technique
+
+DETECTOR = "scheduler"
+RULESET = "sentinel-scan"
+
+
+@dataclass(frozen=True)
+class JobRule:
+    sid: int
+    name: str
+    severity: str
+    technique: Technique
+
+
+RULES = {
+    "new_device": JobRule(
+        9000301,
+        "Active inventory: new Modbus device",
+        "medium",
+        Technique("T0864", "Transient Cyber Asset", "Initial Access"),
+    ),
+    "identity_changed": JobRule(
+        9000302,
+        "Active inventory: device identity changed",
+        "high",
+        Technique("T0839", "Module Firmware", "Persistence"),
+    ),
+    "firmware_changed": JobRule(
+        9000303,
+        "Active inventory: firmware or version string changed",
+        "high",
+        Technique("T0857", "System Firmware", "Inhibit Response Function"),
+    ),
+    "device_gone": JobRule(
+        9000304,
+        "Active inventory: device no longer answers",
+        "medium",
+        Technique("T0826", "Loss of Availability", "Impact"),
+    ),
+    "golden_mismatch": JobRule(
+        9000311,
+        "Integrity: register differs from its golden value",
+        "high",
+        Technique("T0836", "Modify Parameter", "Impair Process Control"),
+    ),
+    "unsafe_value": JobRule(
+        9000312,
+        "Integrity: value outside its safe limits",
+        "critical",
+        Technique("T0836", "Modify Parameter", "Impair Process Control"),
+    ),
+    "coil_mismatch": JobRule(
+        9000313,
+        "Integrity: coil or input differs from its golden state",
+        "high",
+        Technique("T0831", "Manipulation of Control", "Impact"),
+    ),
+    "unreadable": JobRule(
+        9000314,
+        "Integrity: configured point could not be read",
+        "medium",
+        Technique("T0815", "Denial of View", "Impact"),
+    ),
+}
+
+
+@dataclass
+class JobResult:
+    job: str
+    type: str
+    status: str = "ok"  # ok | partial | dry_run | refused | failed | skipped
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)
+    requests: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "type": self.type,
+            "status": self.status,
+            "started": _iso(self.started),
+            "ended": _iso(self.ended or time.time()),
+            "requests": self.requests,
+            "findings": len(self.findings),
+            "devices": self.devices,
+            "messages": self.messages,
+            "planned": self.planned,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class JobContext:
+    config: Any
+    state: Path
+    dry_run: bool = False
+    only_address: str | None = None  # a one-off scan of one device (scan.device)
+    observer: str = "sentinel"
+    site_of: Callable[[str], dict[str, str] | None] | None = None
+    now: Callable[[], float] = time.time
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_finding(
+    ctx: JobContext,
+    job: str,
+    kind: str,
+    address: str,
+    port: int,
+    message: str,
+    evidence: dict[str, Any],
+) -> dict[str, Any]:
+    """The ECS document of a job finding about the device at ``address:port``."""
+    rule = RULES[kind]
+    ts = ctx.now()
+    finding = Finding(
+        ts=ts,
+        rule_id=str(rule.sid),
+        rule_name=rule.name,
+        ruleset=RULESET,
+        severity=rule.severity,
+        technique=rule.technique,
+        message=message,
+        detector=DETECTOR,
+        uid=f"{job}:{address}:{port}:{kind}:{evidence.get('point') or evidence.get('unit')}",
+        dataset="sentinel.scan",
+        evidence={"job": job, **evidence},
+    )
+    labels = ctx.site_of(address) if ctx.site_of else None
+    doc = finding.to_ecs(ctx.observer, labels)
+    doc["destination"] = {"ip": address, "port": port}
+    doc["related"] = {"ip": [address]}
+    return doc
+
+
+# -- the registry
+JobFunction = Callable[[str, Any, JobContext], JobResult]
+
+
+def _modbus_inventory(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    from sentinel.schedule.modbus import run_inventory
+
+    return run_inventory(name, settings, ctx)
+
+
+def _modbus_integrity(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    from sentinel.schedule.modbus import run_integrity
+
+    return run_integrity(name, settings, ctx)
+
+
+def _delegate(module: str, function: str) -> Callable[..., Any] | None:
+    """``module.function`` if the module exists (it belongs to another package), else None."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or ""
+        if module == missing or module.startswith(missing + ".") or missing == "":
+            return None
+        raise
+    return getattr(mod, function, None)
+
+
+def _retention(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    result = JobResult(name, settings.type)
+    run = _delegate("sentinel.privacy.retention", "run_retention")
+    if run is None:
+        result.status = "refused"
+        result.messages.append(
+            "retention is not available in this installation: it needs "
+            "sentinel.privacy.retention.run_retention (old indices, spool segments, captures "
+            "and snapshots); nothing was deleted"
+        )
+        return result
+    report = run(ctx.config, dry_run=ctx.dry_run)
+    actions = getattr(report, "actions", None) or []
+    result.detail = {
+        "counts": report.counts() if hasattr(report, "counts") else {},
+        "actions": [vars(a) if hasattr(a, "__dict__") else a for a in actions],
+        "notes": list(getattr(report, "notes", []) or []),
+    }
+    result.messages += result.detail["notes"]
+    result.status = "dry_run" if ctx.dry_run else "ok"
+    return result
+
+
+def _retrain(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    result = JobResult(name, settings.type)
+    run = _delegate("sentinel.ml.retrain", "run_retrain")
+    if run is None:
+        result.status = "refused"
+        result.messages.append(
+            "model.retrain is not available in this installation: it needs "
+            "sentinel.ml.retrain.run_retrain (until then: `sentinel model train` on captures "
+            "of the approved windows); the model was not changed"
+        )
+        return result
+    windows = [w.model_dump() for w in settings.windows]
+    result.detail = dict(
+        run(ctx.config, windows, dict(settings.options), dry_run=ctx.dry_run) or {}
+    )
+    result.status = "dry_run" if ctx.dry_run else "ok"
+    return result
+
+
+JOB_TYPES: dict[str, JobFunction] = {
+    "modbus.inventory": _modbus_inventory,
+    "modbus.integrity": _modbus_integrity,
+    "retention": _retention,
+    "model.retrain": _retrain,
+}
+
+
+def run_job(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    """Run one job now; a job never raises (its result says what went wrong)."""
+    from sentinel.errors import SentinelError
+
+    func = JOB_TYPES[settings.type]
+    try:
+        result = func(name, settings, ctx)
+    except SentinelError as exc:
+        result = JobResult(name, settings.type, status="refused", messages=[str(exc)])
+    except Exception as exc:  # a bug must not take the scheduler down
+        import logging
+
+        logging.getLogger(__name__).exception("job %s failed", name)
+        result = JobResult(
+            name, settings.type, status="failed", messages=[f"{type(exc).__name__}: {exc}"]
+        )
+    result.ended = time.time()
+    return result
+
+
+def valid_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
