@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sentinel.detector_settings import DetectorSettings
 from sentinel.errors import ConfigError, Location, SentinelError
 from sentinel.lab.config import LabSection
 from sentinel.respond.settings import ActionSettings, PlaybookSettings, ServiceSettings
@@ -102,6 +103,7 @@ class Config(_Strict):
     sites: list[Site] = []
     assets: list[Asset] = []
     decode: Decode = Decode()
+    detectors: DetectorSettings = DetectorSettings()
     lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
     playbooks: PlaybookSettings = PlaybookSettings()
     actions: ActionSettings = ActionSettings()

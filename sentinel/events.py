@@ -92,4 +92,57 @@ class StreamData(NamedTuple):
     conn: ConnId
     is_orig: bool
     data: bytes
-    offset: int  # of ``data`` in this direction's stream
+    offset: int  # of ``data`` in this direction's stream (UDP: in the datagrams so far)
+    proto: int = 6  # 6 TCP, 17 UDP
+
+
+class OTEvent(NamedTuple):
+    """One application message of an OT protocol decoded through tshark, normalised.
+
+    Protocols: ``dnp3``, ``iec104`` (IEC 60870-5-104), ``s7comm``, ``enip`` (EtherNet/IP and
+    the CIP it carries) and ``bacnet`` (BACnet/IP). Built by ``sentinel.decode.ot`` from
+    Wireshark's dissection, joined to the native path's flow (same ``uid``, and ``conn`` and
+    ``is_orig`` oriented like every other event) by ``sentinel.decode.tshark``.
+
+    - ``direction``: ``request``, ``response`` or ``unsolicited`` (data a device sends
+      without being asked: DNP3 unsolicited responses, IEC 104 spontaneous/periodic data,
+      BACnet notifications).
+    - ``operation``: one of ``sentinel.decode.ot.common.OPERATIONS`` (``read``, ``write``,
+      ``control``, ``program_download``, ``program_upload``, ``firmware``, ``start``,
+      ``stop``, ``restart``, ``file``, ``time_sync``, ``authentication``, ``diagnostics``,
+      ``configuration``, ``report``, ``session``, ``other``). A response has the operation
+      of the request it answers.
+    - ``function`` / ``code``: the protocol's name and raw code of the message's function
+      (DNP3 function code, IEC 104 ASDU type id or APCI frame, S7 function, CIP service,
+      BACnet service choice); unknown codes are named ``unknown-N``.
+    - ``unit``: the protocol-level device address when there is one (DNP3 link address of
+      the outstation, IEC 104 common address, BACnet device instance), else None.
+    - ``objects``: what the message addresses: points, IOAs, variable items, CIP paths,
+      BACnet object/property, each a dict with ``address`` and, when carried, ``value``,
+      ``quality``; at most ``ot.max_objects`` (the detail says how many there were).
+    - ``status``: ``None`` for requests; for responses ``ok`` or the error's name.
+    - ``flags``: status and quality flags by name (DNP3 IIN bits, IEC 104 quality
+      descriptors, CIP/BACnet error details).
+    - ``detail``: protocol-specific fields under the protocol's own key (``{"dnp3": {...}}``),
+      documented in docs/ot-protocols.md.
+    - ``data``: the application-layer buffer where the protocol defines one (the DNP3
+      application fragment, what Suricata's ``dnp3_data`` inspects); never written to logs.
+    """
+
+    ts: float
+    uid: str | None
+    conn: ConnId
+    is_orig: bool
+    frame: int
+    transport: str  # tcp | udp
+    protocol: str
+    direction: str
+    operation: str
+    function: str
+    code: int | None
+    unit: int | None
+    objects: tuple[dict[str, Any], ...]
+    status: str | None
+    flags: tuple[str, ...]
+    detail: dict[str, Any]
+    data: bytes | None = None

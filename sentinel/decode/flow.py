@@ -304,6 +304,7 @@ class FlowTable:
         elif payload:
             if self.stream_hook is not None:
                 self.stream_hook(flow, is_orig, payload, ts, frame)
+                flow.stream_offsets[is_orig] += len(payload)
             analyzer = flow.analyzer
             if analyzer is None:
                 analyzer = flow.analyzer = self.choose_analyzer(flow, payload)

@@ -7,9 +7,8 @@ tools attackers actually use (function-code, unit-id and address scanners, devic
 identification sweeps, floods) cross them by a wide margin. docs/detectors.md explains each
 one. All durations are seconds of packet time.
 
-The lead wires ``DetectorSettings`` into ``sentinel.config.Config`` as ``detectors``; until then
-(or for a config that has no ``detectors`` section) ``detector_settings(config)`` returns the
-defaults.
+``sentinel.config.Config`` holds them as ``detectors``; ``detector_settings(config)`` also
+accepts a config object without that section (then the defaults apply).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -44,6 +43,9 @@ class PolicySettings(_Strict):
     flood_window: float = Field(10.0, gt=0)
     flood_min_requests: int = Field(1000, ge=1)
     flood_factor: float = Field(5.0, ge=1)
+    # Connection flood: this many TCP connections that carried no payload to one server's
+    # Modbus port within flood_window (a SYN flood; an HMI retrying a dead PLC makes a few).
+    connection_flood: int = Field(200, ge=2)
 
     # Requests without responses: a request is unanswered after response_timeout; a pair is
     # reported when, within unanswered_window, at least unanswered_min of its requests went
@@ -58,13 +60,13 @@ class PolicySettings(_Strict):
     fc_sweep_distinct: int = Field(12, ge=2)  # distinct function codes sent
     fc_sweep_illegal: int = Field(4, ge=1)  # distinct codes answered ILLEGAL_FUNCTION
     unit_sweep_distinct: int = Field(32, ge=2)  # distinct unit ids addressed
-    unit_sweep_failed: int = Field(8, ge=1)  # distinct unit ids answered by gateway errors
+    unit_sweep_failed: int = Field(8, ge=1)  # distinct unit ids answered "no such unit"
     address_sweep_distinct: int = Field(64, ge=2)  # distinct read start addresses
-    address_sweep_illegal: int = Field(16, ge=1)  # distinct ones answered ILLEGAL_DATA_ADDRESS
+    address_sweep_illegal: int = Field(8, ge=1)  # distinct ones answered ILLEGAL_DATA_ADDRESS
     exception_distinct: int = Field(10, ge=1)  # distinct failing requests (unit, fc, address)
-    # Host sweep: connections that exchanged no payload, to this many distinct hosts on a
-    # Modbus port, from one client within sweep_window.
-    host_sweep_hosts: int = Field(10, ge=2)
+    # Service sweep: TCP connections that exchanged no payload, to this many distinct
+    # host:port targets (a Modbus port among them), from one client within sweep_window.
+    scan_targets: int = Field(10, ge=2)
 
     # Hosts allowed to identify devices (FC 43/14, FC 17) in addition to the assets declared
     # with role ``engineering``.
@@ -106,14 +108,11 @@ class YaraSettings(_Strict):
     ftp_ports: list[int] = [21]
     tftp_ports: list[int] = [69]
 
-    @field_validator("overlap_bytes", mode="after")
-    @classmethod
-    def _overlap(cls, value: int) -> int:
-        return value
-
-    def model_post_init(self, __context: Any) -> None:
-        if self.overlap_bytes >= self.window_bytes:
-            raise ValueError("overlap_bytes must be smaller than window_bytes")
+    @model_validator(mode="after")
+    def _overlap(self) -> YaraSettings:
+        if self.overlap_bytes * 2 > self.window_bytes:
+            raise ValueError("overlap_bytes must be at most half of window_bytes")
+        return self
 
 
 class DetectorSettings(_Strict):
@@ -124,15 +123,6 @@ class DetectorSettings(_Strict):
 
 
 def detector_settings(config: Any) -> DetectorSettings:
-    """The config's ``detectors`` section, or the defaults when the config has none."""
+    """The config's ``detectors`` section (the defaults for an object that has none)."""
     section = getattr(config, "detectors", None)
-    if isinstance(section, DetectorSettings):
-        return section
-    if section is None:
-        return DetectorSettings()
-    policy = getattr(section, "policy", None)
-    yara = getattr(section, "yara", None)
-    return DetectorSettings(
-        policy=policy if isinstance(policy, PolicySettings) else PolicySettings(),
-        yara=yara if isinstance(yara, YaraSettings) else YaraSettings(),
-    )
+    return section if isinstance(section, DetectorSettings) else DetectorSettings()
