@@ -6,11 +6,11 @@ box against the lab, plus a ``lab:`` section that only the lab reads: the lab su
 bridge, each PLC's Modbus identity, register table sizes and physical process, the HMI's poll
 list and period, the engineering workstation and the attacker's address.
 
-``LabSection`` is the model proposed for ``sentinel.config.Config.lab`` (optional, default
-``None``). This module imports nothing from ``sentinel.config`` at import time, so that
-``sentinel.config`` can import it without a cycle. Until ``Config`` has the field,
-``load_site`` validates the file as ``Config`` plus ``lab`` itself, with the same file:line
-error locations as ``load_config``.
+``LabSection`` is the model of ``sentinel.config.Config.lab`` (optional, default ``None``).
+This module imports nothing from ``sentinel.config`` at import time, so that
+``sentinel.config`` can import it without a cycle. ``load_site`` loads a site file with
+``load_config`` (errors located at file:line) and then checks what ties the lab section to
+the site's policy.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Target(_Strict):
     """A writable holding register of a lab PLC, by the name the asset policy gives it."""
 
     plc: str
-    register: str
+    tag: str
 
     _check_plc = field_validator("plc")(lambda cls, v: _ip(v))
 
@@ -264,22 +264,17 @@ def site_path(name_or_path: str) -> str:
 
 def load_site(name_or_path: str) -> SiteDef:
     """Load and validate a site file; every problem is reported at once, located."""
-    from sentinel.config import Config
+    from sentinel.config import Config, load_config
     from sentinel.errors import ConfigError, Location, SentinelError
 
     path = site_path(name_or_path)
-    model: type[BaseModel] = Config
-    if "lab" not in Config.model_fields:  # until the lead adds Config.lab
-
-        class SiteConfig(Config):
-            lab: LabSection | None = None
-
-        model = SiteConfig
-    data = _validate_located(model, path)
-    lab = getattr(data, "lab", None)
+    if "lab" in Config.model_fields:
+        config = load_config(path)
+        lab = getattr(config, "lab", None)
+    else:  # a core without Config.lab: validate the lab section beside it
+        config, lab = _load_without_lab_field(path)
     if lab is None:
         raise ConfigError([SentinelError("no 'lab:' section: not a lab site file", Location(path))])
-    config = data if model is Config else Config.model_validate(data.model_dump(exclude={"lab"}))
     problems = _cross_check(config, lab)
     if problems:
         raise ConfigError([SentinelError(p, Location(path)) for p in problems])
@@ -316,11 +311,11 @@ def _cross_check(config: Config, lab: LabSection) -> list[str]:
     ):
         for i, t in enumerate(targets):
             regs = {r.name: r for r in assets[t.plc].registers} if t.plc in assets else {}
-            reg = regs.get(t.register)
+            reg = regs.get(t.tag)
             if reg is None or reg.table != "holding" or not reg.writable:
-                problems.append(f"{where}.{i}: {t.plc} has no writable holding {t.register!r}")
+                problems.append(f"{where}.{i}: {t.plc} has no writable holding {t.tag!r}")
             elif reg.min is None or reg.max is None or reg.start != reg.end:
-                problems.append(f"{where}.{i}: {t.register!r} needs min, max and one address")
+                problems.append(f"{where}.{i}: {t.tag!r} needs min, max and one address")
     for i, poll in enumerate(lab.hmi.polls):
         plc = next(p for p in lab.plcs if p.asset == poll.plc)
         if poll.address + poll.quantity > getattr(plc.tables, poll.table):
@@ -328,41 +323,22 @@ def _cross_check(config: Config, lab: LabSection) -> list[str]:
     return problems
 
 
-def _validate_located(model: type[BaseModel], path: str) -> Any:
-    """``load_config`` for another model: the same reading, checks and error locations."""
+def _load_without_lab_field(path: str) -> tuple[Config, LabSection | None]:
     import yaml
     from pydantic import ValidationError
 
-    from sentinel.config import _closest, _walk
+    from sentinel.config import Config
     from sentinel.errors import ConfigError, Location, SentinelError
 
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError([SentinelError(f"cannot read site: {exc.strerror}", Location(path))])
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
-        raise ConfigError([SentinelError(f"YAML syntax: {exc}", where)]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([SentinelError("site file must be a mapping", Location(path, 1, 1))])
-    positions: dict[tuple, tuple[int, int]] = {}
-    _walk(root, (), positions)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line, col = _closest(positions, loc)
-            dotted = ".".join(str(p) for p in loc) or "(top)"
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(SentinelError(f"{dotted}: {msg}", Location(path, line, col)))
-        raise ConfigError(problems) from None
+            data = yaml.safe_load(f) or {}
+        lab = data.pop("lab", None) if isinstance(data, dict) else None
+        return Config.model_validate(data), (
+            LabSection.model_validate(lab) if lab is not None else None
+        )
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError([SentinelError(f"bad site file: {exc}", Location(path))]) from None
 
 
 def merged_config(sites: list[SiteDef], observer: str = "sentinel-lab") -> Config:

@@ -23,7 +23,6 @@ PCAP_RECORD = struct.Struct("<IIII")
 
 # Ethernet (14, pre-built) + IPv4 (20, no options) + TCP (20, options go with data).
 _TCP_FRAME = struct.Struct("!14sBBHHHBBH4s4sHHIIBBHHH")
-_ARP = struct.Struct("!6s6sHHHBBH6s4s6s4s")
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
@@ -126,13 +125,20 @@ class TcpDirection:
 
 
 def arp_frame(
-    op: int, src_mac: bytes, src_ip: bytes, dst_mac: bytes, dst_ip: bytes, eth_dst: bytes
+    op: int,
+    src_mac: bytes,
+    src_ip: bytes,
+    dst_mac: bytes,
+    dst_ip: bytes,
+    eth_dst: bytes,
+    eth_src: bytes | None = None,
 ) -> bytes:
-    """An ARP request (op 1, target MAC zero) or reply (op 2) for IPv4 over Ethernet."""
+    """An ARP request (op 1, target MAC zero) or reply (op 2) for IPv4 over Ethernet
+    (RFC 826); ``eth_src`` defaults to the sender's MAC."""
     target = b"\x00" * 6 if op == 1 else dst_mac
     return (
         eth_dst
-        + src_mac
+        + (eth_src or src_mac)
         + b"\x08\x06"
         + struct.pack("!HHBBH", 1, ETH_IPV4, 6, 4, op)
         + src_mac
@@ -170,3 +176,26 @@ class PcapWriter:
         if self._chunk:
             self._fh.write(b"".join(self._chunk))
             self._chunk.clear()
+
+
+def rewrite_tcp(
+    frame: bytes, src_mac: bytes, dst_mac: bytes, payload: bytes | None = None
+) -> bytes:
+    """A copy of an Ethernet/IPv4/TCP frame with other MAC addresses and, optionally, a new
+    TCP payload of the same length (the TCP checksum is computed again); what a forwarding
+    man in the middle emits."""
+    body = frame[12:]
+    if payload is None:
+        return dst_mac + src_mac + body
+    ihl = (frame[14] & 0x0F) * 4
+    tcp_at = 14 + ihl
+    data_at = tcp_at + (frame[tcp_at + 12] >> 4) * 4
+    if len(frame) - data_at != len(payload):
+        raise ValueError("the new payload must have the length of the old one")
+    tcp = bytearray(frame[tcp_at:data_at])
+    tcp[16:18] = b"\x00\x00"
+    tcp_len = len(tcp) + len(payload)
+    pseudo = int.from_bytes(frame[26:30], "big") + int.from_bytes(frame[30:34], "big") + 6 + tcp_len
+    checksum = fold(pseudo + ones_sum(bytes(tcp) + payload))
+    tcp[16:18] = checksum.to_bytes(2, "big")
+    return dst_mac + src_mac + frame[12:tcp_at] + bytes(tcp) + payload
