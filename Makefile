@@ -15,7 +15,7 @@ demo: install
 ## The whole test suite, with the real tshark, Elasticsearch and network namespaces.
 test: system-packages install-test
 	ruff check .
-	sentinel rules check signatures/
+	sentinel rules check --strict signatures/
 	$(PYTHON) -m pytest -q tests
 
 system-packages:

@@ -3,4 +3,9 @@
 Importing this package registers every built-in detector.
 """
 
-from . import protocol_anomalies  # noqa: F401
+from . import (  # noqa: F401
+    modbus_policy,
+    recon,
+    suricata,
+    yara_scan,
+)

@@ -22,13 +22,15 @@ from sentinel.sinks.base import Sink
 from .yara_scan import YaraScanner, builtin_rule_files, compile_rules, rule_files
 
 
-def _apply_yara(params: dict[str, Any], config: Config) -> tuple[list[Detector], list[Sink]]:
+def _apply_yara(
+    params: dict[str, Any], config: Config, out_dir: str
+) -> tuple[list[Detector], list[Sink]]:
     paths = params.get("yara") or ()
     if not paths:
         return [], []
-    # The registered scanner already runs the starter set and the config's rules; this one
-    # adds the command line's (compiled now, so a bad rule fails before any work).
-    return [YaraScanner(config, paths=list(paths), builtin=False)], []
+    # Replaces the registered scanner: the starter set and the config's rules, plus the
+    # command line's (compiled now, so a bad rule fails before any work).
+    return [YaraScanner(config, paths=list(paths))], []
 
 
 ANALYZE_EXTENSIONS.append(

@@ -36,6 +36,7 @@ err_console = Console(stderr=True)
 # registers itself with ``cli.add_command`` / ``ANALYZE_EXTENSIONS``.
 COMMAND_MODULES = (
     "sentinel.rules.cli",
+    "sentinel.decode.cli",
     "sentinel.detectors.cli",
     "sentinel.es.cli",
     "sentinel.lab.cli",
@@ -49,13 +50,15 @@ COMMAND_MODULES = (
 class AnalyzeExtension:
     """Options that a feature adds to ``sentinel analyze`` and what they turn on.
 
-    ``apply(params, config)`` gets every parsed option by name and returns the extra
-    detectors and sinks for the run (or raises ``SentinelError`` for a bad value).
+    ``apply(params, config, out_dir)`` is called for each capture before it is read, with
+    every parsed option by name and the capture's output directory; it returns the detectors
+    (each replaces the built-in detector of the same id) and the extra sinks of that run, or
+    raises ``SentinelError`` for a bad value (then nothing has been analysed yet).
     """
 
     name: str
     options: list[click.Option]
-    apply: Callable[[dict[str, Any], Config], tuple[list[Detector], list[Sink]]]
+    apply: Callable[[dict[str, Any], Config, str], tuple[list[Detector], list[Sink]]]
 
 
 ANALYZE_EXTENSIONS: list[AnalyzeExtension] = []
@@ -118,18 +121,19 @@ def analyze(
     config = load_config(config_path)
     for capture in captures:  # refuse bad input before doing any work
         CaptureFile(capture).close()
-    extra_detectors: list[Detector] = []
-    extra_sinks: list[Sink] = []
-    for ext in ANALYZE_EXTENSIONS:
-        detectors, sinks = ext.apply(extension_params, config)
-        extra_detectors += detectors
-        extra_sinks += sinks
-    if decode_only:
-        extra_detectors = []
     console = Console()
     for capture, out_dir in zip(captures, _output_dirs(captures, out), strict=True):
-        detectors = [] if decode_only else [cls(config) for cls in REGISTRY.values()]
-        detectors += extra_detectors
+        # Fresh detectors and sinks per capture: detectors keep state, sinks write per run.
+        detectors: dict[str, Detector] = {}
+        if not decode_only:
+            detectors = {cls.id: cls(config) for cls in REGISTRY.values()}
+        sinks: list[Sink] = []
+        for ext in ANALYZE_EXTENSIONS:
+            ext_detectors, ext_sinks = ext.apply(extension_params, config, str(out_dir))
+            sinks += ext_sinks
+            if not decode_only:
+                for det in ext_detectors:  # replaces the default detector of the same id
+                    detectors[det.id] = det
         progress = None
         bar = None
         if not quiet:
@@ -145,7 +149,9 @@ def analyze(
             progress = _progress_callback(bar, task)
             bar.start()
         try:
-            result = Pipeline(config, out_dir, detectors, extra_sinks, progress).run(capture)
+            result = Pipeline(config, out_dir, list(detectors.values()), sinks, progress).run(
+                capture
+            )
         finally:
             if bar is not None:
                 bar.stop()

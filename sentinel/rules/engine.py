@@ -1,0 +1,599 @@
+"""The rule engine: which rules apply to an event, whether they match, and alert frequency.
+
+Three inspection paths (a rule's ``kind`` says which, see docs/rules.md):
+
+- **stream**: TCP rules with payload keywords see every in-order segment payload of the
+  reassembled stream (``StreamData``); retransmissions are not inspected twice.
+- **packet**: rules without payload keywords, ``flow:no_stream``, ``tcp-pkt`` and UDP/IP
+  payload rules see every packet (``PacketEvent``).
+- **app**: ``modbus:`` and ``app-layer-event:`` rules see decoded Modbus messages with the
+  protocol events raised for them, and events raised outside any message.
+
+Speed: header matching (proto, addresses, ports, direction) runs once per flow direction; the
+result is a ``Plan`` shared by every flow direction with the same rule subset. Stream rules
+whose fast pattern sits at a fixed position are grouped so one slice and one dict lookup
+find the candidates; Modbus rules are indexed by function code. Per event the engine then
+evaluates only candidates, cheapest checks first (flowbits, dsize, length, payload).
+
+State (flowbits, thresholds, per-flow plans) is bounded and dropped when a flow ends.
+Alert frequency follows Suricata: at most one alert per signature per event (packet, segment,
+or Modbus message, which is one transaction direction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from sentinel.decode.modbus_codes import FUNC_BY_RAW
+from sentinel.events import Anomaly, ConnId, ModbusMessage, PacketEvent, StreamData
+from sentinel.rules import modbus as mb
+from sentinel.rules.model import KIND_APP, KIND_PACKET, KIND_STREAM, Content, Rule, Threshold
+from sentinel.rules.payload import PayloadMatcher
+
+PROTO_TCP, PROTO_UDP = 6, 17
+_STREAM_HAS_PROTO = "proto" in StreamData._fields  # older cores: TCP only
+ACTION_RANK = {
+    "pass": 0,
+    "drop": 1,
+    "reject": 2,
+    "rejectsrc": 2,
+    "rejectdst": 2,
+    "rejectboth": 2,
+    "alert": 3,
+}
+
+
+class Alert(NamedTuple):
+    """One rule match that raised an alert (not aggregated)."""
+
+    rule: Rule
+    ts: float
+    frame: int
+    uid: str
+    conn: ConnId
+    is_orig: bool
+    kind: str
+    message: ModbusMessage | None = None
+    events: tuple[Anomaly | str, ...] = ()
+    payload_length: int | None = None
+
+
+class Compiled:
+    """A rule with everything precomputed for matching."""
+
+    __slots__ = (
+        "actions",
+        "anchor",
+        "app_modbus_only",
+        "conditions",
+        "dsize",
+        "established",
+        "event_names",
+        "functions",
+        "index",
+        "matcher",
+        "modbus",
+        "needs_modbus_flow",
+        "rank",
+        "rule",
+        "to_server",
+    )
+
+    def __init__(self, rule: Rule, index: int) -> None:
+        self.rule = rule
+        self.index = index
+        flow = rule.flow
+        self.to_server = flow.to_server
+        self.established = flow.established
+        self.conditions = tuple(f for f in rule.flowbits if f.command in ("isset", "isnotset"))
+        self.actions = tuple(f for f in rule.flowbits if f.command in ("set", "unset", "toggle"))
+        self.dsize = rule.dsize
+        self.matcher = PayloadMatcher(rule.payload) if rule.payload else None
+        self.modbus = rule.modbus
+        self.event_names = frozenset(e.name for e in rule.events)
+        self.app_modbus_only = rule.kind != KIND_APP and rule.app_proto == "modbus"
+        self.needs_modbus_flow = self.app_modbus_only
+        functions: frozenset[int] | None = None
+        for m in rule.modbus:
+            fcs = mb.possible_functions(m)
+            if fcs is not None:
+                functions = fcs if functions is None else functions & fcs
+        self.functions = functions
+        flowbit_rank = 1
+        if self.actions and not self.conditions:
+            flowbit_rank = 0
+        elif self.conditions and not self.actions:
+            flowbit_rank = 2
+        self.rank = (ACTION_RANK.get(rule.header.action, 3), flowbit_rank, index)
+        self.anchor = _anchor(rule) if not rule.flowbits and rule.header.action != "pass" else None
+
+
+def _anchor(rule: Rule) -> tuple[int, bytes] | None:
+    """(offset, bytes) of a content that must sit exactly at a fixed position: the one
+    marked fast_pattern if it qualifies, else the longest."""
+    best: Content | None = None
+    for step in rule.payload:
+        if not isinstance(step, Content) or step.negated or step.nocase or step.relative:
+            continue
+        if step.depth != len(step.pattern):
+            continue
+        if step.fast_pattern:
+            best = step
+            break
+        if best is None or len(step.pattern) >= len(best.pattern):
+            best = step
+    return (best.offset or 0, best.pattern) if best is not None else None
+
+
+class Plan:
+    """The rules that apply to one flow direction, indexed for the event types."""
+
+    __slots__ = ("anchored", "app_by_fc", "app_events", "app_generic", "packet", "stream")
+
+    def __init__(self, rules: list[Compiled]) -> None:
+        rules = sorted(rules, key=lambda c: c.rank)
+        self.packet = tuple(c for c in rules if c.rule.kind == KIND_PACKET)
+        stream = [c for c in rules if c.rule.kind == KIND_STREAM]
+        groups: dict[tuple[int, int], dict[bytes, list[Compiled]]] = {}
+        always = []
+        for c in stream:
+            if c.anchor is None:
+                always.append(c)
+            else:
+                off, pat = c.anchor
+                groups.setdefault((off, len(pat)), {}).setdefault(pat, []).append(c)
+        self.stream = tuple(always)
+        # (start, end, {pattern: rules}); one-byte patterns are keyed by the byte's value
+        self.anchored = tuple(
+            (off, off + n if n > 1 else -1,
+             {(p[0] if n == 1 else p): tuple(cs) for p, cs in d.items()})
+            for (off, n), d in groups.items()
+        )  # fmt: skip
+        app = [c for c in rules if c.rule.kind == KIND_APP]
+        self.app_events = tuple(c for c in app if c.event_names)
+        plain = [c for c in app if not c.event_names]
+        self.app_generic = tuple(c for c in plain if c.functions is None)
+        by_fc: dict[int, list[Compiled]] = {}
+        for c in plain:
+            if c.functions is not None:
+                for fc in c.functions:
+                    by_fc.setdefault(fc, []).append(c)
+        self.app_by_fc = {
+            fc: tuple(sorted([*cs, *self.app_generic], key=lambda c: c.rank))
+            for fc, cs in by_fc.items()
+        }
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.packet
+            or self.stream
+            or self.anchored
+            or self.app_events
+            or self.app_generic
+            or self.app_by_fc
+        )
+
+
+EMPTY_PLAN = Plan([])
+
+
+def _rank(c: Compiled) -> tuple[int, int, int]:
+    return c.rank
+
+
+class ThresholdTable:
+    """Threshold and detection_filter counters, bounded (oldest entry evicted first)."""
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[tuple, list] = {}
+        self.by_flow: dict[str, list[tuple]] = {}
+        self.evicted = 0
+
+    def allow(
+        self,
+        rule: Rule,
+        t: Threshold,
+        ts: float,
+        src: str,
+        dst: str,
+        uid: str,
+        sport: int,
+        dport: int,
+    ) -> bool:
+        track = t.track
+        if track == "by_src":
+            tv: object = src
+        elif track == "by_dst":
+            tv = dst
+        elif track == "by_both":
+            tv = (src, dst) if src <= dst else (dst, src)
+        elif track == "by_flow":
+            tv = uid
+        else:
+            tv = None
+        key = (rule.gid, rule.sid, tv)
+        e = self.entries.get(key)
+        kind = t.type
+        if e is None:
+            if len(self.entries) >= self.max_entries:
+                del self.entries[next(iter(self.entries))]
+                self.evicted += 1
+            e = self.entries[key] = [ts, 0, t.count, set()]
+            if track == "by_flow":
+                self.by_flow.setdefault(uid, []).append(key)
+        if kind == "backoff":  # e = [_, count, next alert at, _]
+            e[1] += 1
+            if e[1] == e[2]:
+                e[2] *= t.multiplier
+                return True
+            return False
+        if ts - e[0] > t.seconds:
+            e[0], e[1] = ts, 0
+            e[3] = set()
+        if kind == "detection_filter" and t.unique_on is not None:
+            port = sport if t.unique_on == "src_port" else dport
+            if port in e[3]:
+                return e[1] > t.count
+            e[3].add(port)
+        e[1] += 1
+        count = e[1]
+        if kind == "limit":
+            return count <= t.count
+        if kind == "threshold":
+            if count >= t.count:
+                e[1] = 0
+                return True
+            return False
+        if kind == "both":
+            return count == t.count
+        return count > t.count  # detection_filter
+
+    def flow_ended(self, uid: str) -> None:
+        for key in self.by_flow.pop(uid, ()):
+            self.entries.pop(key, None)
+
+
+class RuleEngine:
+    """Matching state for one run (one per pipeline run; not thread-safe)."""
+
+    def __init__(self, rules: Iterable[Rule], max_flows: int = 65536) -> None:
+        self.rules = list(rules)
+        self.compiled = [Compiled(r, i) for i, r in enumerate(self.rules)]
+        kinds = {r.kind for r in self.rules}
+        self.wants_packets = KIND_PACKET in kinds
+        self.wants_stream = KIND_STREAM in kinds
+        self.wants_app = KIND_APP in kinds
+        self.wants_events = any(c.event_names for c in self.compiled)
+        self.derived = frozenset(
+            n for c in self.compiled for n in c.event_names if n in mb.DERIVED_EVENTS
+        )
+        self.needs_modbus_flows = any(c.needs_modbus_flow for c in self.compiled)
+        self.max_flows = max_flows
+        self.plans: dict[tuple[str, bool], Plan] = {}
+        self._interned: dict[tuple[int, ...], Plan] = {}
+        self.flowbits: dict[str, set[str]] = {}
+        self.thresholds = ThresholdTable()
+        self.udp_directions: dict[str, int] = {}
+        self.modbus_flows: set[str] = set()
+        # Open write requests (FC 5/6/15/16/22) for value_mismatch: (uid, tid) -> requests
+        self.writes: dict[tuple[str, int], list[ModbusMessage]] = {}
+        self.stats = {"alerts": 0, "suppressed": 0, "plans": 0}
+
+    # ------------------------------------------------------------------ plans
+    def plan(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> Plan:
+        key = (uid, is_orig)
+        plan = self.plans.get(key)
+        if plan is not None:
+            return plan
+        if is_orig:
+            src, sport, dst, dport = conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p
+        else:
+            src, sport, dst, dport = conn.resp_h, conn.resp_p, conn.orig_h, conn.orig_p
+        chosen = []
+        for c in self.compiled:
+            r = c.rule
+            h = r.header
+            if r.transport is not None and r.transport != proto:
+                continue
+            if c.to_server is not None and c.to_server != is_orig:
+                continue
+            if not (
+                h.src_ports.match(sport)
+                and h.dst_ports.match(dport)
+                and h.src.match(src)
+                and h.dst.match(dst)
+            ):
+                continue
+            chosen.append(c.index)
+        ids = tuple(chosen)
+        plan = self._interned.get(ids)
+        if plan is None:
+            plan = Plan([self.compiled[i] for i in ids]) if ids else EMPTY_PLAN
+            self._interned[ids] = plan
+            self.stats["plans"] = len(self._interned)
+        if len(self.plans) >= 2 * self.max_flows:
+            del self.plans[next(iter(self.plans))]
+        self.plans[key] = plan
+        return plan
+
+    def flow_ended(self, uid: str) -> None:
+        self.plans.pop((uid, True), None)
+        self.plans.pop((uid, False), None)
+        self.flowbits.pop(uid, None)
+        self.udp_directions.pop(uid, None)
+        self.modbus_flows.discard(uid)
+        self.thresholds.flow_ended(uid)
+        if self.writes:
+            for key in [k for k in self.writes if k[0] == uid]:
+                del self.writes[key]
+
+    # ------------------------------------------------------------------ common tail
+    def _flowbits_ok(self, c: Compiled, uid: str) -> bool:
+        bits = self.flowbits.get(uid)
+        for f in c.conditions:
+            if f.command == "isset":
+                if not bits or not any(n in bits for n in f.names):
+                    return False
+            elif bits and all(n in bits for n in f.names):  # isnotset: one unset suffices
+                return False
+        return True
+
+    def _fire(self, c: Compiled, ts: float, uid: str, conn: ConnId, is_orig: bool) -> bool:
+        """Flowbit actions, then noalert and thresholds: whether the match alerts."""
+        rule = c.rule
+        if c.actions:
+            bits = self.flowbits.get(uid)
+            if bits is None:
+                if len(self.flowbits) >= self.max_flows:
+                    del self.flowbits[next(iter(self.flowbits))]
+                bits = self.flowbits[uid] = set()
+            for f in c.actions:
+                name = f.names[0]
+                if f.command == "set":
+                    bits.add(name)
+                elif f.command == "unset" or name in bits:
+                    bits.discard(name)
+                else:
+                    bits.add(name)
+        if rule.noalert or rule.header.action == "pass":
+            return False
+        t = rule.threshold or rule.detection_filter
+        if t is not None:
+            if is_orig:
+                src, sport, dst, dport = conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p
+            else:
+                src, sport, dst, dport = conn.resp_h, conn.resp_p, conn.orig_h, conn.orig_p
+            if not self.thresholds.allow(rule, t, ts, src, dst, uid, sport, dport):
+                self.stats["suppressed"] += 1
+                return False
+        self.stats["alerts"] += 1
+        return True
+
+    # ------------------------------------------------------------------ packets
+    def inspect_packet(self, p: PacketEvent) -> list[Alert]:
+        plan = self.plans.get((p.uid, p.is_orig)) or self.plan(p.uid, p.conn, p.is_orig, p.proto)
+        if not plan.packet:
+            return []
+        out: list[Alert] = []
+        payload = p.payload
+        n = len(payload)
+        for c in plan.packet:
+            if c.established is not None and c.established != p.established:
+                continue
+            if c.needs_modbus_flow and p.uid not in self.modbus_flows:
+                continue
+            if c.conditions and not self._flowbits_ok(c, p.uid):
+                continue
+            if c.dsize is not None and not c.dsize(n):
+                continue
+            if c.matcher is not None and not c.matcher.match(payload):
+                continue
+            if c.rule.header.action == "pass":
+                self._fire(c, p.ts, p.uid, p.conn, p.is_orig)
+                break
+            if self._fire(c, p.ts, p.uid, p.conn, p.is_orig):
+                out.append(
+                    Alert(
+                        c.rule,
+                        p.ts,
+                        p.frame,
+                        p.uid,
+                        p.conn,
+                        p.is_orig,
+                        KIND_PACKET,
+                        payload_length=n,
+                    )
+                )
+        return out if len(out) < 2 else _one_per_signature(out)
+
+    # ------------------------------------------------------------------ stream
+    def inspect_stream(self, s: StreamData) -> list[Alert]:
+        proto = s.proto if _STREAM_HAS_PROTO else PROTO_TCP  # type: ignore[attr-defined]
+        plan = self.plans.get((s.uid, s.is_orig)) or self.plan(s.uid, s.conn, s.is_orig, proto)
+        data = s.data
+        candidates: tuple[Compiled, ...] | list[Compiled] = plan.stream
+        if plan.anchored:
+            extra: list[Compiled] = []
+            size = len(data)
+            for start, end, table in plan.anchored:
+                if end < 0:  # one byte
+                    hit = table.get(data[start]) if start < size else None
+                else:
+                    hit = table.get(data[start:end])
+                if hit:
+                    extra.extend(hit)
+            if extra:
+                candidates = sorted([*plan.stream, *extra], key=_rank) if plan.stream else extra
+        if not candidates:
+            return []
+        established = True
+        if proto == PROTO_UDP:
+            seen = self.udp_directions.get(s.uid, 0) | (1 << s.is_orig)
+            self.udp_directions[s.uid] = seen
+            established = seen == 3
+        out: list[Alert] = []
+        n = len(data)
+        for c in candidates:
+            if c.established is not None and c.established != established:
+                continue
+            if c.needs_modbus_flow and s.uid not in self.modbus_flows:
+                continue
+            if c.conditions and not self._flowbits_ok(c, s.uid):
+                continue
+            if c.dsize is not None and not c.dsize(n):
+                continue
+            if c.matcher is not None and not c.matcher.match(data):
+                continue
+            if c.rule.header.action == "pass":
+                self._fire(c, s.ts, s.uid, s.conn, s.is_orig)
+                break
+            if self._fire(c, s.ts, s.uid, s.conn, s.is_orig):
+                out.append(
+                    Alert(
+                        c.rule,
+                        s.ts,
+                        s.frame,
+                        s.uid,
+                        s.conn,
+                        s.is_orig,
+                        KIND_STREAM,
+                        payload_length=n,
+                    )
+                )
+        return out if len(out) < 2 else _one_per_signature(out)
+
+    # ------------------------------------------------------------------ Modbus
+    def inspect_modbus(
+        self,
+        msg: ModbusMessage,
+        events: tuple[Anomaly, ...] = (),
+        request: dict | None = None,
+        has_request: bool | None = None,
+    ) -> list[Alert]:
+        """A decoded message, with the protocol events raised while decoding it.
+
+        ``request`` is the paired request's fields (for responses, when known) and
+        ``has_request`` whether the transaction has a request (default: the decoder paired
+        the response, ``latency`` is set)."""
+        if self.needs_modbus_flows:
+            self.modbus_flows.add(msg.uid)
+        is_orig = msg.is_orig
+        plan = self.plans.get((msg.uid, is_orig)) or self.plan(
+            msg.uid, msg.conn, is_orig, PROTO_TCP
+        )
+        fc = msg.fc
+        candidates = plan.app_by_fc.get(fc, plan.app_generic)
+        derived: list[str] = []
+        if self.derived and plan.app_events:
+            if fc in mb.ECHOED and request is None and "value_mismatch" in self.derived:
+                request = self._write_request(msg)
+            # Only three kinds of message can carry a derived event (see derived_events).
+            if (
+                (fc == 0 or FUNC_BY_RAW[fc] != msg.func)
+                if is_orig
+                else (msg.exception is not None or fc in mb.ECHOED)
+            ):
+                derived = [n for n in mb.derived_events(msg, request) if n in self.derived]
+        names: frozenset[str] | set[str] = frozenset()
+        if events or derived:
+            names = {e.name.split(".", 1)[1] for e in events}
+            names.update(derived)
+            if plan.app_events:
+                candidates = sorted([*candidates, *plan.app_events], key=_rank)
+        if not candidates:
+            return []
+        # The modbus keyword inspects requests, and responses only without a request.
+        if has_request is None:
+            has_request = msg.latency is not None
+        keyword_ok = msg.is_orig or not has_request
+        out: list[Alert] = []
+        for c in candidates:
+            if c.event_names and not c.event_names <= names:
+                continue
+            if c.modbus:
+                if not keyword_ok:
+                    continue
+                if not all(mb.match(m, msg) for m in c.modbus):
+                    continue
+            if c.conditions and not self._flowbits_ok(c, msg.uid):
+                continue
+            if c.rule.header.action == "pass":
+                self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig)
+                break
+            if self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig):
+                matched = tuple(e for e in events if e.name.split(".", 1)[1] in c.event_names)
+                matched += tuple(n for n in derived if n in c.event_names)
+                out.append(
+                    Alert(
+                        c.rule,
+                        msg.ts,
+                        msg.frame,
+                        msg.uid,
+                        msg.conn,
+                        msg.is_orig,
+                        KIND_APP,
+                        msg,
+                        matched,
+                    )
+                )
+        return out if len(out) < 2 else _one_per_signature(out)
+
+    def _write_request(self, msg: ModbusMessage) -> dict[str, Any] | None:
+        """Track write requests; for a write response, the fields of its request."""
+        if msg.fc not in mb.ECHOED:
+            return None
+        key = (msg.uid, msg.tid)
+        if msg.is_orig:
+            if len(self.writes) >= self.max_flows:
+                del self.writes[next(iter(self.writes))]
+            self.writes.setdefault(key, []).append(msg)
+            return None
+        queue = self.writes.get(key)
+        if not queue:
+            return None
+        for i, req in enumerate(queue):
+            if req.fc == msg.fc and req.unit == msg.unit:
+                del queue[i]
+                if not queue:
+                    del self.writes[key]
+                return req.fields
+        return None
+
+    def inspect_event(self, ev: Anomaly) -> list[Alert]:
+        """A protocol event raised outside any message (framing error, non-Modbus bytes)."""
+        plan = self.plans.get((ev.uid, ev.is_orig)) or self.plan(
+            ev.uid, ev.conn, ev.is_orig, PROTO_TCP
+        )
+        if not plan.app_events:
+            return []
+        name = ev.name.split(".", 1)[1]
+        out: list[Alert] = []
+        for c in plan.app_events:
+            if c.modbus or name not in c.event_names or len(c.event_names) > 1:
+                continue
+            if c.conditions and not self._flowbits_ok(c, ev.uid):
+                continue
+            if c.rule.header.action == "pass":
+                self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig)
+                break
+            if self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig):
+                out.append(
+                    Alert(
+                        c.rule, ev.ts, ev.frame, ev.uid, ev.conn, ev.is_orig, KIND_APP, None, (ev,)
+                    )
+                )
+        return out
+
+
+def _one_per_signature(alerts: list[Alert]) -> list[Alert]:
+    """A ``<>`` rule loads twice; both halves matching one event alert once."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for a in alerts:
+        if a.rule.key not in seen:
+            seen.add(a.rule.key)
+            out.append(a)
+    return out
