@@ -119,11 +119,20 @@ def _iso(ts: float) -> str:
 
 
 class Aggregator:
-    """Fold repeats (same rule, same source, destination and port) within ``window`` seconds."""
+    """Fold repeats (same rule, same source, destination and port) within ``window`` seconds.
 
-    def __init__(self, emit: Callable[[Finding], None], window: float = 60.0) -> None:
+    Offline (the default), a finding is emitted once its window has closed, with its final
+    count. ``immediate`` (a live sensor) emits the first occurrence at once, so that playbooks
+    act within seconds, then, when the window closes, the same finding (same id) again with
+    its count if it repeated: sinks keyed by the id (Elasticsearch) hold the latest count.
+    """
+
+    def __init__(
+        self, emit: Callable[[Finding], None], window: float = 60.0, immediate: bool = False
+    ) -> None:
         self.emit = emit
         self.window = window
+        self.immediate = immediate
         self._open: dict[tuple, Finding] = {}
 
     def add(self, finding: Finding) -> None:
@@ -139,16 +148,22 @@ class Aggregator:
             self._open[key] = replace(current, count=current.count + 1, last_ts=finding.ts)
             return
         if current is not None:
-            self.emit(current)
+            self._close(current)
         self._open[key] = finding
+        if self.immediate:
+            self.emit(finding)
+
+    def _close(self, finding: Finding) -> None:
+        if not self.immediate or finding.count > 1:
+            self.emit(finding)
 
     def expire(self, now: float) -> None:
         for key in [k for k, f in self._open.items() if now - f.ts > self.window]:
-            self.emit(self._open.pop(key))
+            self._close(self._open.pop(key))
 
     def flush(self) -> None:
         for finding in sorted(self._open.values(), key=lambda f: (f.ts, f.rule_id)):
-            self.emit(finding)
+            self._close(finding)
         self._open.clear()
 
     def __iter__(self) -> Iterator[Finding]:
