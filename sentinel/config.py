@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sentinel.detector_settings import DetectorSettings
 from sentinel.errors import ConfigError, Location, SentinelError
+from sentinel.es.config import ElasticsearchSink
 from sentinel.lab.config import LabSection
 from sentinel.respond.settings import ActionSettings, PlaybookSettings, ServiceSettings
 from sentinel.schedule.settings import Jobs, ScheduleSettings
@@ -98,12 +99,41 @@ class Observer(_Strict):
     name: str = "sentinel"
 
 
+class SensorSettings(_Strict):
+    """``sensor:`` — what ``sentinel run`` captures and where it writes.
+
+    Example::
+
+        sensor:
+          interfaces: [br-ot0]
+          bpf: "tcp or udp or arp"
+          out_dir: /var/lib/sentinel/live
+          ring: true            # keep recent frames for capture.snapshot (actions.snapshot)
+    """
+
+    interfaces: list[str] = []
+    bpf: str | None = None
+    out_dir: str = "sentinel-live"
+    ring: bool = True  # sizes: actions.snapshot.ring_bytes / ring_seconds
+    heartbeat: float = Field(0.2, gt=0, le=5)  # idle seconds before time moves on its own
+    queue_frames: int = Field(65536, ge=64)  # frames between the capture thread and pipeline
+    buffer_bytes: int = Field(16 << 20, ge=1 << 20)  # kernel socket buffer per interface
+
+
+class Sinks(_Strict):
+    """Where a run sends its records besides the JSONL files (docs/elasticsearch.md)."""
+
+    elasticsearch: ElasticsearchSink | None = None
+
+
 class Config(_Strict):
     observer: Observer = Observer()
     sites: list[Site] = []
     assets: list[Asset] = []
     decode: Decode = Decode()
     detectors: DetectorSettings = DetectorSettings()
+    sinks: Sinks = Sinks()
+    sensor: SensorSettings = SensorSettings()
     lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
     playbooks: PlaybookSettings = PlaybookSettings()
     actions: ActionSettings = ActionSettings()

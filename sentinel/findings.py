@@ -19,6 +19,7 @@ from sentinel.events import ConnId
 # Elastic Security's severity scale (risk score of low / medium / high / critical).
 SEVERITY = {"low": 21, "medium": 47, "high": 73, "critical": 99}
 ATTACK_ICS = "MITRE ATT&CK for ICS"
+ECS_VERSION = "8.11.0"
 ATTACK_URL = "https://attack.mitre.org/techniques/{}/"
 
 
@@ -64,6 +65,7 @@ class Finding:
     def to_ecs(self, observer: str, site: dict[str, str] | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "@timestamp": _iso(self.ts),
+            "ecs": {"version": ECS_VERSION},
             "event": {
                 "id": self.id,  # the document _id in Elasticsearch
                 "kind": "alert",

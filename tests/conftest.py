@@ -11,6 +11,7 @@ import pytest
 
 from sentinel.config import Config
 from sentinel.pipeline import Pipeline
+from tests.es_support import clean_es, es, es_node  # noqa: F401 - one node for the whole run
 
 TESTS = Path(__file__).parent
 ZEEK_MODBUS = TESTS / "conformance" / "data" / "zeek" / "modbus"

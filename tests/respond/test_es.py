@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from es.conftest import clean_es, es, es_node  # noqa: F401 - the ES tests fixtures (one node)
-
 from sentinel.respond.audit import AuditLog
 from sentinel.respond.records import EsDocumentStore, JsonlDocumentStore
 
@@ -26,7 +24,7 @@ steps:
 """
 
 
-def test_cases_tags_and_audit_in_elasticsearch(harness, clean_es) -> None:  # noqa: F811
+def test_cases_tags_and_audit_in_elasticsearch(harness, clean_es) -> None:
     store = EsDocumentStore(clean_es, refresh=True)
     h = harness([playbook_from_text(CASES)])
     h.services.documents = store
