@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "sentinel.ml.cli",
     "sentinel.respond.cli",
     "sentinel.privacy.cli",
+    "sentinel.service",
 )
 
 
