@@ -10,6 +10,7 @@ Suricata's app-layer events). Numeric ids keep findings usable by EVE consumers 
 
 - 9000100-9000199: OT policy (``detectors/modbus_policy.py``)
 - 9000200-9000299: reconnaissance (``detectors/recon.py``)
+- 9000500-9000599: link layer (``detectors/arp_spoof.py``)
 - 9001000-9001999: the YARA starter set (``signatures/*.yar``, the ``sid`` of each rule)
 
 Techniques are MITRE ATT&CK for ICS (https://attack.mitre.org/matrices/ics/); the tactic given
@@ -36,6 +37,7 @@ TECHNIQUES: dict[str, Technique] = {
         Technique("T0816", "Device Restart/Shutdown", "Inhibit Response Function"),
         Technique("T0821", "Modify Controller Tasking", "Execution"),
         Technique("T0826", "Loss of Availability", "Impact"),
+        Technique("T0830", "Adversary-in-the-Middle", "Collection"),
         Technique("T0831", "Manipulation of Control", "Impact"),
         Technique("T0836", "Modify Parameter", "Impair Process Control"),
         Technique("T0839", "Module Firmware", "Persistence"),

@@ -146,3 +146,16 @@ class OTEvent(NamedTuple):
     flags: tuple[str, ...]
     detail: dict[str, Any]
     data: bytes | None = None
+
+
+class ArpEvent(NamedTuple):
+    """An Ethernet/IPv4 ARP message (RFC 826): who claims which IPv4 address."""
+
+    ts: float
+    frame: int
+    op: int  # 1 request, 2 reply
+    sender_mac: str
+    sender_ip: str
+    target_mac: str
+    target_ip: str
+    eth_src: str  # the frame's source MAC (may differ from sender_mac when forged)

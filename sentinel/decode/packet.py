@@ -8,8 +8,12 @@ counted, never parsed as if it were whole.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections import Counter, OrderedDict
+from collections.abc import Callable
+
+from sentinel.events import ArpEvent
 
 # Link types (tcpdump.org/linktypes.html)
 LINKTYPE_NULL = 0
@@ -24,6 +28,7 @@ LINKTYPES_RAW_IP = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
+ETH_ARP = 0x0806
 ETH_VLAN = {0x8100, 0x88A8, 0x9100}
 
 PROTO_TCP = 6
@@ -117,6 +122,8 @@ class PacketDecoder:
         self.non_ip = 0
         self.other_protocols: Counter[int] = Counter()  # ICMP and friends: not errors
         self.fragments = FragmentReassembler(self.errors)
+        # Called with each Ethernet/IPv4 ARP message when a detector wants them.
+        self.arp_hook: Callable[[ArpEvent], None] | None = None
 
     def decode(self, ts: float, linktype: int, frame: bytes) -> Decoded | None:
         # --- link layer
@@ -223,6 +230,8 @@ class PacketDecoder:
                 proto, hdr_len = payload[0], (payload[1] + 1) * 8
                 payload = payload[hdr_len:]
         else:
+            if ethertype == ETH_ARP and self.arp_hook is not None:
+                self._arp(ts, frame, off)
             self.non_ip += 1
             return None
 
@@ -245,3 +254,29 @@ class PacketDecoder:
             return (PROTO_UDP, src, sport, dst, dport, 0, 0, 0, payload[8:], ip_bytes)
         self.other_protocols[proto] += 1
         return None
+
+    def _arp(self, ts: float, frame: bytes, off: int) -> None:
+        """RFC 826 for Ethernet (hardware type 1, 6-byte addresses) and IPv4 (4 bytes)."""
+        if len(frame) < off + 28 or frame[off : off + 6] != b"\x00\x01\x08\x00\x06\x04":
+            if len(frame) < off + 28:
+                self.errors["arp.truncated"] += 1
+            return
+        op = _u16(frame, off + 6)[0]
+        sha, spa = frame[off + 8 : off + 14], frame[off + 14 : off + 18]
+        tha, tpa = frame[off + 18 : off + 24], frame[off + 24 : off + 28]
+        self.arp_hook(  # type: ignore[misc]
+            ArpEvent(
+                ts,
+                0,
+                op,
+                _mac(sha),
+                socket.inet_ntoa(spa),
+                _mac(tha),
+                socket.inet_ntoa(tpa),
+                _mac(frame[6:12]) if off >= 14 else "",
+            )
+        )
+
+
+def _mac(raw: bytes) -> str:
+    return raw.hex(":")
