@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
 
-    from sentinel.detectors.suricata import RuleDetector
-
     from sentinel.config import load_config
+    from sentinel.detectors.suricata import RuleDetector
     from sentinel.pipeline import Pipeline
     from sentinel.pipeline.detector import REGISTRY
     from sentinel.rules.loader import load_ruleset

@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from sentinel.lab.config import SiteDef, load_site, site_names
 
 IMAGE = "sentinel-lab:local"

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sentinel.lab.config import SiteDef, load_site, merged_config
 
 from sentinel.errors import SentinelError
+from sentinel.lab.config import SiteDef, load_site, merged_config
 
 log = logging.getLogger(__name__)
 PREFIX = "sl-"
@@ -703,8 +703,8 @@ def _sensor_main(args: argparse.Namespace) -> None:
     """The live collector: frames from the bridges through the same pipeline as analyze."""
     import click
     import orjson
-    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
 
+    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
     from sentinel.capture.live import LiveSource
     from sentinel.cli import ANALYZE_EXTENSIONS, _register_extensions
     from sentinel.config import load_config
@@ -746,9 +746,8 @@ def _sensor_main(args: argparse.Namespace) -> None:
 
 def _record_main(args: argparse.Namespace) -> None:
     """Write what the bridges carry into a pcap until stopped."""
-    from sentinel.lab.pcapwriter import PcapWriter
-
     from sentinel.capture.live import LiveSource
+    from sentinel.lab.pcapwriter import PcapWriter
 
     source = LiveSource(args.interface, bpf=args.bpf)
     for sig in (signal.SIGTERM, signal.SIGINT):

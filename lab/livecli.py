@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+
 from sentinel.lab.cli import _scenario_names, lab
 
 
@@ -89,10 +90,9 @@ def run_cmd(
     gap: float,
 ) -> None:
     """Run attack scenarios from the attacker namespace and write their labels."""
+    from sentinel.errors import SentinelError
     from sentinel.lab.live import read_state, run_attacks
     from sentinel.lab.scenarios import get_scenarios
-
-    from sentinel.errors import SentinelError
 
     names = _scenario_names(",".join(scenarios), all_)
     if not names:

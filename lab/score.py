@@ -28,9 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sentinel.lab.labels import Label
-
 from sentinel.errors import Location, SentinelError
+from sentinel.lab.labels import Label
 
 GRACE = 60.0  # seconds after an attack's end in which a finding still belongs to it
 

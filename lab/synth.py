@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from sentinel.errors import SentinelError
 from sentinel.lab import ops
 from sentinel.lab.actors import engineering_script, hmi_script
 from sentinel.lab.config import SiteDef
@@ -56,8 +57,6 @@ from sentinel.lab.pcapwriter import (
 )
 from sentinel.lab.plcmodel import PlcModel, Session
 from sentinel.lab.scenarios import ScenarioDef, make_context
-
-from sentinel.errors import SentinelError
 
 DEFAULT_START = 1_714_982_400  # 2024-05-06 08:00:00 UTC
 DELAYED_ACK_US = 40_000  # Linux's minimum delayed-ACK timeout

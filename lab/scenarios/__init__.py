@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from sentinel.lab.config import SiteDef
 from sentinel.lab.ops import Actor, Script
 

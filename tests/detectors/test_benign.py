@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from sentinel.config import Config
+from sentinel.detector_settings import PolicySettings
 from sentinel.detectors.modbus_policy import ModbusPolicy
 from sentinel.detectors.recon import ModbusRecon
 from sentinel.detectors.yara_scan import YaraScanner
 from sentinel.lab.config import load_site
 from sentinel.lab.synth import synthesize
-
-from sentinel.config import Config
-from sentinel.detector_settings import PolicySettings
 from tests.conftest import ICS_SAMPLES, TESTS, run_analysis
 from tests.detectors.pcaps import summary
 

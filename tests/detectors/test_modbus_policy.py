@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sentinel.detectors.modbus_policy import ModbusPolicy
-
 from sentinel.config import Asset, Config, RegisterRange
 from sentinel.detector_settings import PolicySettings
+from sentinel.detectors.modbus_policy import ModbusPolicy
 from tests.conftest import Analysis, run_analysis
 from tests.detectors.pcaps import (
     ENG,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from scapy.packet import Packet
-from sentinel.detectors.recon import ModbusRecon
 
 from sentinel.config import Asset, Config
 from sentinel.detector_settings import PolicySettings
+from sentinel.detectors.recon import ModbusRecon
 from tests.conftest import Analysis, run_analysis
 from tests.detectors.pcaps import (
     ENG,

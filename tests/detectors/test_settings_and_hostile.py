@@ -7,9 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
-from sentinel.detectors.modbus_policy import ModbusPolicy
-from sentinel.detectors.recon import ModbusRecon
-from sentinel.detectors.yara_scan import YaraScanner
 
 from sentinel.config import Config
 from sentinel.detector_settings import (
@@ -18,6 +15,9 @@ from sentinel.detector_settings import (
     YaraSettings,
     detector_settings,
 )
+from sentinel.detectors.modbus_policy import ModbusPolicy
+from sentinel.detectors.recon import ModbusRecon
+from sentinel.detectors.yara_scan import YaraScanner
 from tests.conftest import ZEEK_MODBUS, run_analysis
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sentinel.detectors.yara_scan import YaraScanner, builtin_rule_files, compile_rules
 
 from sentinel.config import Config
 from sentinel.detector_settings import YaraSettings
+from sentinel.detectors.yara_scan import YaraScanner, builtin_rule_files, compile_rules
 from sentinel.errors import RuleError
 from sentinel.events import ConnId, StreamData
 from tests.conftest import Analysis, run_analysis

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from sentinel.lab.config import SiteDef, load_site
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from sentinel.lab.compose import render
 from sentinel.lab.config import load_site, site_names
 from sentinel.lab.live import ATTACKER, host_namespaces

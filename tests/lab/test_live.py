@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from sentinel.lab import live
 from sentinel.lab.config import load_site, merged_config
 from sentinel.lab.labels import read_labels

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from sentinel.lab import ops
 from sentinel.lab.config import load_site
 from sentinel.lab.scenarios import load_scenarios, make_context

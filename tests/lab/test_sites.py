@@ -6,11 +6,11 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from sentinel.lab.config import load_site, merged_config, site_names, sites_dir
-from sentinel.lab.process import PROCESSES
 
 from sentinel.config import Config, load_config
 from sentinel.errors import ConfigError
+from sentinel.lab.config import load_site, merged_config, site_names, sites_dir
+from sentinel.lab.process import PROCESSES
 
 from .conftest import sentinel_config
 

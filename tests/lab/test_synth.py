@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from sentinel.capture.pcapfile import CaptureFile
 from sentinel.lab.config import load_site
 from sentinel.lab.labels import read_labels
 from sentinel.lab.scenarios import get_scenarios, load_scenarios
 from sentinel.lab.synth import synthesize
-
-from sentinel.capture.pcapfile import CaptureFile
 
 from .conftest import analyze, findings, sentinel, sentinel_config
 

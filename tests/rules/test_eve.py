@@ -9,9 +9,8 @@ import struct
 from datetime import datetime
 from pathlib import Path
 
-from sentinel.detectors.suricata import RuleDetector
-
 from sentinel.config import Config
+from sentinel.detectors.suricata import RuleDetector
 from sentinel.pipeline import Pipeline
 from sentinel.rules.loader import load_ruleset
 from sentinel.sinks.eve import EveSink, eve_bytes, flow_id

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sentinel.detectors.suricata import RuleDetector
 
 from sentinel.config import Config
+from sentinel.detectors.suricata import RuleDetector
 from sentinel.rules.loader import load_ruleset, shipped_dir
 from tests.craft import Conversation, adu, write
 
