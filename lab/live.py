@@ -704,20 +704,16 @@ def _sensor_main(args: argparse.Namespace) -> None:
     import click
     import orjson
 
-    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
     from sentinel.capture.live import LiveSource
-    from sentinel.cli import ANALYZE_EXTENSIONS, _register_extensions
+    from sentinel.cli import ANALYZE_EXTENSIONS, _register_extensions, run_components
     from sentinel.config import load_config
     from sentinel.pipeline import Pipeline
-    from sentinel.pipeline.detector import REGISTRY
 
     _register_extensions()
     if args.config:
         config = load_config(args.config)
     else:
         config = merged_config([load_site(n) for n in args.sites.split(",")])
-    detectors = [cls(config) for cls in REGISTRY.values()]
-    sinks = []
     # analyze's extensions, with the values their options take when not given, but for
     # those set with --param NAME=VALUE (es_url=http://...)
     options = [o for ext in ANALYZE_EXTENSIONS for o in ext.options]
@@ -725,10 +721,7 @@ def _sensor_main(args: argparse.Namespace) -> None:
     for item in args.param or []:
         name, _, value = item.partition("=")
         params[name] = value
-    for ext in ANALYZE_EXTENSIONS:
-        more_detectors, more_sinks = ext.apply(params, config)
-        detectors += more_detectors
-        sinks += more_sinks
+    detectors, sinks = run_components(config, params, args.out)
     source = LiveSource(args.interface, bpf=args.bpf)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: source.stop())

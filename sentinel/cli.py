@@ -115,26 +115,22 @@ def analyze(
     With --out DIR and one capture, the results go into DIR; otherwise each capture gets
     DIR/<capture name>/ (DIR defaults to ./sentinel-out).
     """
-    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
     from sentinel.pipeline import Pipeline
-    from sentinel.pipeline.detector import REGISTRY
+    from sentinel.privacy.runtime import run_pseudonymizer
 
     config = load_config(config_path)
     for capture in captures:  # refuse bad input before doing any work
         CaptureFile(capture).close()
+    # None unless --pseudonymize or privacy.pseudonymization.enabled; one for all captures
+    pseudonymizer = run_pseudonymizer(config, extension_params.get("pseudonymize"))
+    from sentinel.privacy.runtime import run_pseudonymizer
+
+    # None unless --pseudonymize or privacy.pseudonymization.enabled; one for all captures
+    pseudonymizer = run_pseudonymizer(config, extension_params.get("pseudonymize"))
     console = Console()
     for capture, out_dir in zip(captures, _output_dirs(captures, out), strict=True):
         # Fresh detectors and sinks per capture: detectors keep state, sinks write per run.
-        detectors: dict[str, Detector] = {}
-        if not decode_only:
-            detectors = {cls.id: cls(config) for cls in REGISTRY.values()}
-        sinks: list[Sink] = []
-        for ext in ANALYZE_EXTENSIONS:
-            ext_detectors, ext_sinks = ext.apply(extension_params, config, str(out_dir))
-            sinks += ext_sinks
-            if not decode_only:
-                for det in ext_detectors:  # replaces the default detector of the same id
-                    detectors[det.id] = det
+        detectors, sinks = run_components(config, extension_params, str(out_dir), decode_only)
         progress = None
         bar = None
         if not quiet:
@@ -150,14 +146,36 @@ def analyze(
             progress = _progress_callback(bar, task)
             bar.start()
         try:
-            result = Pipeline(config, out_dir, list(detectors.values()), sinks, progress).run(
-                capture
-            )
+            result = Pipeline(
+                config, out_dir, detectors, sinks, progress, pseudonymizer=pseudonymizer
+            ).run(capture)
         finally:
             if bar is not None:
                 bar.stop()
         if not quiet:
             console.print(_summary(result.stats, result.out_dir))
+
+
+def run_components(
+    config: Config, params: dict[str, Any], out_dir: str, decode_only: bool = False
+) -> tuple[list[Detector], list[Sink]]:
+    """The detectors and extra sinks of one run: the built-in detectors, then what the
+    analyze extensions add for ``params`` (an extension's detector replaces the built-in one
+    of the same id). ``decode_only`` keeps the sinks and drops every detector."""
+    import sentinel.detectors  # noqa: F401 - registers the built-in detectors
+    from sentinel.pipeline.detector import REGISTRY
+
+    detectors: dict[str, Detector] = {}
+    if not decode_only:
+        detectors = {cls.id: cls(config) for cls in REGISTRY.values()}
+    sinks: list[Sink] = []
+    for ext in ANALYZE_EXTENSIONS:
+        ext_detectors, ext_sinks = ext.apply(params, config, out_dir)
+        sinks += ext_sinks
+        if not decode_only:
+            for det in ext_detectors:
+                detectors[det.id] = det
+    return list(detectors.values()), sinks
 
 
 def _progress_callback(bar: Progress, task: Any) -> Callable[[int, int], None]:

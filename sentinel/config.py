@@ -18,6 +18,7 @@ from sentinel.detector_settings import DetectorSettings
 from sentinel.errors import ConfigError, Location, SentinelError
 from sentinel.es.config import ElasticsearchSink
 from sentinel.lab.config import LabSection
+from sentinel.privacy.settings import PrivacySettings
 from sentinel.respond.settings import ActionSettings, PlaybookSettings, ServiceSettings
 from sentinel.schedule.settings import Jobs, ScheduleSettings
 
@@ -134,6 +135,7 @@ class Config(_Strict):
     detectors: DetectorSettings = DetectorSettings()
     sinks: Sinks = Sinks()
     sensor: SensorSettings = SensorSettings()
+    privacy: PrivacySettings = PrivacySettings()
     lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
     playbooks: PlaybookSettings = PlaybookSettings()
     actions: ActionSettings = ActionSettings()

@@ -11,10 +11,19 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from sentinel.config import Config
-from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
+from sentinel.events import Anomaly, ArpEvent, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.findings import Finding
 
-EVENT_METHODS = ("on_packet", "on_stream", "on_modbus", "on_anomaly", "on_flow_end", "on_tick")
+EVENT_METHODS = (
+    "on_arp",
+    "on_packet",
+    "on_stream",
+    "on_modbus",
+    "on_anomaly",
+    "on_flow_end",
+    "on_tick",
+    "on_ot",
+)
 
 
 class Detector:
@@ -44,6 +53,16 @@ class Detector:
         raise NotImplementedError
 
     def on_tick(self, now: float) -> Iterable[Finding] | None:
+        raise NotImplementedError
+
+    def on_arp(self, event: ArpEvent) -> Iterable[Finding] | None:
+        """Ethernet/IPv4 ARP messages (who claims which address)."""
+        raise NotImplementedError
+
+    def on_ot(self, event: OTEvent) -> Iterable[Finding] | None:
+        """DNP3, IEC 104, S7comm, EtherNet/IP-CIP and BACnet messages decoded through tshark
+        (``OTEvent``); they may arrive up to a second of packet time after their frame, and
+        after their flow ended when tshark lags behind (see ``sentinel/decode/tshark.py``)."""
         raise NotImplementedError
 
     @classmethod

@@ -3,7 +3,11 @@
 Output files (all JSON Lines but ``stats.json``), documented field by field in docs/outputs.md:
 ``modbus.jsonl`` (one record per Modbus message, capture order), ``flows.jsonl`` (one per flow,
 at its end), ``assets.jsonl`` (the passive inventory), ``findings.jsonl`` (ECS findings) and
-``stats.json`` (counters of the run).
+``stats.json`` (counters of the run). With the tshark-backed OT source (DNP3, IEC 104, S7comm,
+EtherNet/IP-CIP, BACnet; ``sentinel/decode/tshark.py``) also ``ot.jsonl`` and ``dnp3.jsonl``
+(docs/ot-protocols.md): ``OTBridge`` hooks into a run in four places (flow table creation,
+the once-a-second tick, before the final flush, and at close) and is not created at all
+when OT decoding is off.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -24,14 +28,23 @@ from sentinel.decode.flow import Flow, FlowTable
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
-from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
+from sentinel.decode.tshark import OTBridge, OTInput
+from sentinel.decode.tshark import server_ports as ot_server_ports
+from sentinel.events import Anomaly, ArpEvent, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
 from sentinel.pipeline.detector import EVENT_METHODS, REGISTRY, Detector
 from sentinel.pipeline.inventory import Inventory
+from sentinel.privacy import clear_for_matching
 from sentinel.sinks.base import Sink
 from sentinel.sinks.jsonl import JsonlSink
 
+if TYPE_CHECKING:
+    from sentinel.privacy.pseudonymizer import Pseudonymizer
+
 ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
+# A live source yields (now, HEARTBEAT, b"") when idle so that ticks (timeouts, findings
+# windows, detectors' on_tick) run in quiet periods too.
+HEARTBEAT = -1
 PROGRESS_EVERY = 0x3FFF  # packets between progress callbacks (a power of two minus one)
 
 
@@ -85,9 +98,9 @@ class SiteLabels:
     def lookup(self, ip: str) -> dict[str, str] | None:
         labels = self._cache.get(ip, False)
         if labels is False:
-            try:
-                addr = ipaddress.ip_address(ip)
-            except ValueError:  # a pseudonym (privacy): not in any declared network
+            try:  # a pseudonym (privacy) is labelled by the address behind it
+                addr = ipaddress.ip_address(clear_for_matching(ip))
+            except ValueError:  # not an address: hostile input is never an error here
                 return None
             labels = next((lab for net, lab in self._nets if addr in net), None)
             if len(self._cache) < 65536:  # bounded: a scan must not grow it without end
@@ -104,8 +117,9 @@ class Pipeline:
     """One run: packets through decoders and detectors into the sinks; one Pipeline per run.
 
     ``run(capture)`` reads a capture file; ``run_packets(packets)`` takes any iterable of
-    ``(ts, linktype, frame)`` (a live source). The JSONL sink always writes into ``out_dir``;
-    ``sinks`` adds others (Elasticsearch, EVE) that receive the same records.
+    ``(ts, linktype, frame)`` (a live source, with ``live=True``). The JSONL sink always
+    writes into ``out_dir``; ``sinks`` adds others (Elasticsearch, EVE) that receive the same
+    records.
     """
 
     def __init__(
@@ -115,8 +129,12 @@ class Pipeline:
         detectors: Iterable[Detector] | None = None,
         sinks: Iterable[Sink] = (),
         progress: ProgressCallback | None = None,
+        live: bool = False,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
         self.config = config
+        self.pseudonymizer = pseudonymizer  # privacy: addresses outside the inventory
+        self.live = live  # findings go out at once and sinks are flushed every second
         self.out_dir = os.fspath(out_dir)
         self.progress = progress
         if detectors is None:
@@ -136,8 +154,11 @@ class Pipeline:
         self.anomalies: Counter[str] = Counter()
         self.findings_by_severity: Counter[str] = Counter()
         self.findings = 0
+        # What the tshark OT source reads: ``run`` sets the capture file; a live collector
+        # sets ``OTInput(interfaces=(...))`` before ``run_packets``. None: no OT source.
+        self.ot_input: OTInput | None = None
         self.unanswered = 0
-        self._aggregator = Aggregator(self._emit_finding)
+        self._aggregator = Aggregator(self._emit_finding, immediate=live)
 
     # -- events from the decoders (the EventBus protocol)
     def modbus(self, msg: ModbusMessage) -> None:
@@ -219,13 +240,18 @@ class Pipeline:
 
     def _stream_event(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
         event = StreamData(
-            ts, frame, flow.uid, flow.conn, is_orig, data, flow.stream_offsets[is_orig]
+            ts, frame, flow.uid, flow.conn, is_orig, data, flow.stream_offsets[is_orig], flow.proto
         )
         for handler in self._handlers["on_stream"]:
             self._raise(handler(event))
 
+    def _arp_event(self, event: ArpEvent) -> None:
+        for handler in self._handlers["on_arp"]:
+            self._raise(handler(event._replace(frame=self._frame)))
+
     # -- the run
     def run(self, capture_path: str | os.PathLike[str]) -> RunResult:
+        self.ot_input = OTInput(file=os.fspath(capture_path))
         with CaptureFile(capture_path) as capture:
             stats = self.run_packets(capture, capture.position, capture.size)
             stats = {"capture": os.fspath(capture_path), "format": capture.format, **stats}
@@ -248,19 +274,27 @@ class Pipeline:
         flows = FlowTable(
             self._choose_analyzer,
             self._flow_ended,
-            server_ports=self.modbus_ports,
+            server_ports=self.modbus_ports | ot_server_ports(self.config),
             max_flows=dc.max_flows,
             tcp_timeout=dc.tcp_idle_timeout,
             udp_timeout=dc.udp_idle_timeout,
             max_stream_buffer=dc.max_stream_buffer,
         )
+        p = self.pseudonymizer
+        if p is not None:  # every address is mapped before any event carries it
+            flows.address_mapper = p.address
         if self._handlers["on_packet"]:
             flows.packet_hook = self._packet_event
         if self._handlers["on_stream"]:
             flows.stream_hook = self._stream_event
+        if self._handlers["on_arp"]:
+            decoder.arp_hook = self._arp_event
         jsonl = JsonlSink(self.out_dir)
         self._sinks: list[Sink] = [jsonl, *self.extra_sinks]
         self.modbus = self._make_modbus_dispatch()  # type: ignore[method-assign]
+        if p is not None:  # identity strings of devices outside the inventory
+            self.modbus = p.wrap_modbus(self.modbus)  # type: ignore[method-assign]
+        ot = OTBridge.create(self, flows, self.ot_input)
         packets_seen = nbytes = 0
         try:
             decode = decoder.decode
@@ -269,31 +303,45 @@ class Pipeline:
             next_tick = 0.0
             progress = self.progress if position is not None else None
             for ts, linktype, frame in packets:
-                packets_seen += 1
-                nbytes += len(frame)
-                d = decode(ts, linktype, frame)
-                if d is not None:
-                    process(ts, packets_seen, d)
+                if linktype >= 0:
+                    packets_seen += 1
+                    self._frame = packets_seen
+                    nbytes += len(frame)
+                    d = decode(ts, linktype, frame)
+                    if d is not None:
+                        process(ts, packets_seen, d)
+                # else: a live source's heartbeat (HEARTBEAT), so that time moves when idle
                 if ts >= next_tick:
                     if next_tick:
                         self._aggregator.expire(ts)
                         for handler in tick_handlers:
                             self._raise(handler(ts))
+                        if self.live:
+                            for sink in self._sinks:
+                                sink.flush()
+                        if ot is not None:
+                            ot.pump(ts, packets_seen)
                     next_tick = ts + 1.0
                 if progress is not None and not packets_seen & PROGRESS_EVERY:
                     progress(position(), size or 0)  # type: ignore[misc]
+            if ot is not None:
+                ot.drain()
             flows.flush()
             self._aggregator.flush()
             assets = self.inventory.records()
+            if p is not None:
+                assets = p.assets(assets)
             for sink in self._sinks:
                 sink.assets(assets)
         finally:
+            if ot is not None:
+                ot.close()
             for sink in self._sinks:
                 sink.close()
         if progress is not None:
             progress(size or 0, size or 0)
         elapsed = time.perf_counter() - started
-        return {
+        stats: dict[str, Any] = {
             "packets": packets_seen,
             "bytes": nbytes,
             "flows": flows.stats["flows"],
@@ -311,11 +359,15 @@ class Pipeline:
             },
             "non_ip_frames": decoder.non_ip,
             "other_ip_protocols": {str(k): v for k, v in decoder.other_protocols.items()},
+            "ot": ot.stats() if ot is not None else {"status": "off"},
             "findings": self.findings,
             "findings_by_severity": dict(self.findings_by_severity),
             "elapsed_seconds": round(elapsed, 3),
             "packets_per_second": round(packets_seen / elapsed) if elapsed > 0 else None,
         }
+        if p is not None:
+            stats["privacy"] = p.stats()
+        return stats
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
         with open(os.path.join(self.out_dir, "stats.json"), "wb") as f:

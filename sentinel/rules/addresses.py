@@ -17,6 +17,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sentinel.privacy import clear_for_matching
+
 # Suricata's suricata.yaml defaults (vars section), plus the OT server/client groups.
 DEFAULT_ADDRESS_GROUPS: dict[str, str] = {
     "HOME_NET": "[192.168.0.0/16,10.0.0.0/8,172.16.0.0/12]",
@@ -217,7 +219,7 @@ class AddressSpec:
     def match(self, ip: str) -> bool:
         if self.node == ("any",):
             return True
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(clear_for_matching(ip))  # a pseudonym: the address behind it
         return _evaluate(self.node, (addr.version, int(addr)))
 
 

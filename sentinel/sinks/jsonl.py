@@ -27,10 +27,12 @@ class JsonlWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Write what is batched (to the OS: visible to readers of the file at once)."""
         if self._pending:
             self.count += len(self._pending)
             self._pending.append(b"")
             self._file.write(b"\n".join(self._pending))
+            self._file.flush()
             self._pending.clear()
 
     def close(self) -> None:
@@ -45,7 +47,8 @@ class JsonlWriter:
 
 
 class JsonlSink(Sink):
-    """modbus.jsonl, flows.jsonl, findings.jsonl and assets.jsonl in one directory."""
+    """modbus.jsonl, flows.jsonl, findings.jsonl and assets.jsonl in one directory; ot.jsonl
+    and dnp3.jsonl when the run decodes OT protocols (created with their first record)."""
 
     id = "jsonl"
 
@@ -58,12 +61,29 @@ class JsonlSink(Sink):
         self.modbus = self._modbus.write  # type: ignore[method-assign]  # hot path: no wrapper
         self.flow = self._flows.write  # type: ignore[method-assign]
         self.finding = self._findings.write  # type: ignore[method-assign]
+        self._lazy: dict[str, JsonlWriter] = {}
+
+    def _writer(self, name: str) -> JsonlWriter:
+        writer = self._lazy.get(name)
+        if writer is None:
+            writer = self._lazy[name] = JsonlWriter(os.path.join(self.out_dir, f"{name}.jsonl"))
+        return writer
+
+    def ot(self, record: dict[str, Any]) -> None:
+        self._writer("ot").write(record)
+
+    def dnp3(self, record: dict[str, Any]) -> None:
+        self._writer("dnp3").write(record)
 
     def assets(self, records: list[dict[str, Any]]) -> None:
         with JsonlWriter(os.path.join(self.out_dir, "assets.jsonl")) as out:
             for rec in records:
                 out.write(rec)
 
+    def flush(self) -> None:
+        for writer in (self._modbus, self._flows, self._findings, *self._lazy.values()):
+            writer.flush()
+
     def close(self) -> None:
-        for writer in (self._modbus, self._flows, self._findings):
+        for writer in (self._modbus, self._flows, self._findings, *self._lazy.values()):
             writer.close()

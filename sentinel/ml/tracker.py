@@ -1,0 +1,425 @@
+"""Streaming bookkeeping shared by training and scoring: channels, commands, windows.
+
+``Tracker`` consumes the pipeline's events in packet-time order (Modbus messages, anomalies,
+flow ends, ticks) and keeps, per *channel* (client, server, unit id):
+
+- the current *bucket* of raw window counters (``sentinel.ml.window``) on a grid of
+  ``hop`` seconds shared by all channels, and the last buckets that make a *window*;
+- per *command* (see ``command``): when it was last sent (inter-arrival times) and the values
+  its last response carried (to see which registers changed, and by how much);
+- per connection: the requests waiting for their response (to know which command a
+  response answers) and the previous command (for the sequence model).
+
+Subclasses decide what happens with it: ``sentinel.ml.baseline.Learner`` learns a baseline,
+``sentinel.ml.engine.Engine`` checks traffic against one. Both see exactly the same counters,
+so a window means the same thing in training and in scoring.
+
+Everything is bounded: channels (``max_channels``), connections, pending requests per
+connection and commands per channel; beyond the bounds new items are not tracked (counted in
+``stats``), nothing grows without end.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from sentinel.events import Anomaly, ModbusMessage
+from sentinel.findings import Finding
+from sentinel.ml.rules import READ_FCS, WRITE_FCS
+from sentinel.ml.window import (
+    ADDR_HI,
+    ADDR_LO,
+    MAX_IA,
+    MAX_LAT,
+    N_CHG,
+    N_EXC,
+    N_IA,
+    N_LAT,
+    N_OTHER,
+    N_REQ,
+    N_RESP,
+    N_VAL,
+    N_WRITE,
+    S_IA,
+    S_IA2,
+    S_LAT,
+    combine,
+    new_bucket,
+)
+
+Command = tuple[int, Any, Any]
+ChannelKey = tuple[str, str, int]
+
+MAX_PENDING = 256  # open requests remembered per connection
+MAX_COMMANDS = 1024  # distinct commands remembered per channel
+MAX_CONNS_FACTOR = 4  # connections tracked: this many times max_channels
+
+
+def command(fc: int, fields: dict[str, Any]) -> Command:
+    """What a request asks, without its data: the unit of the sequence model.
+
+    Reads and writes are (fc, address, quantity), FC 5/6 (fc, address, None); diagnostics
+    (8, sub-function, None); encapsulated interface (43, MEI type, read code); other functions
+    (fc, None, None). Written values are not part of it: they are checked against the
+    register's envelope instead."""
+    if fc in READ_FCS or fc in (15, 16):
+        return (fc, fields.get("address"), fields.get("quantity"))
+    if fc in (5, 6, 22):
+        return (fc, fields.get("address"), None)
+    if fc == 23:
+        return (fc, fields.get("read_address"), fields.get("address"))
+    if fc == 8:
+        return (fc, fields.get("sub_function"), None)
+    if fc == 43:
+        return (fc, fields.get("mei_type"), fields.get("read_device_id_code"))
+    return (fc, None, None)
+
+
+def command_text(cmd: Command) -> str:
+    """``(3, 0, 16)`` -> ``"3:0:16"`` (``-`` for None); the key used in model files."""
+    return ":".join("-" if v is None else str(v) for v in cmd)
+
+
+def parse_command(text: str) -> Command:
+    parts = [None if p == "-" else int(p) for p in text.split(":")]
+    if len(parts) != 3 or parts[0] is None:
+        raise ValueError(f"not a command: {text!r}")
+    return (parts[0], parts[1], parts[2])
+
+
+class ChannelState:
+    """Runtime state of one channel (shared by its connections)."""
+
+    __slots__ = (
+        "active",
+        "bucket",
+        "debounce",
+        "episode",
+        "extra",
+        "good",
+        "key",
+        "last_req",
+        "lat_bits",
+        "lat_episode",
+        "lat_k",
+        "lat_mask",
+        "lat_thr",
+        "ring",
+        "slots",
+        "warm",
+        "watch",
+        "windowed",
+    )
+
+    def __init__(self, key: ChannelKey, nbuckets: int, windowed: bool) -> None:
+        self.key = key
+        self.bucket = new_bucket()
+        self.ring: deque[list[float]] = deque(maxlen=nbuckets)
+        self.warm = 0  # buckets closed since the channel (re)activated
+        self.active = False
+        self.windowed = windowed
+        self.last_req = 0.0
+        # command -> [command, when last sent, values of its last read, when read]
+        self.slots: dict[Command, list[Any]] = {}
+        self.debounce: deque[bool] = deque()
+        self.episode = False
+        # Fast paths (set by the subclass): (previous command, command) pairs whose request
+        # needs no ``request`` hook (None: always call it); commands whose changed values need
+        # the ``values_changed`` hook (None: all); the latency check: slow above lat_thr,
+        # alert at lat_k slow among the last bits of lat_mask (0: no check).
+        self.good: set[tuple[Command | None, Command]] | None = None
+        self.watch: set[Command] | None = None
+        self.lat_thr = 0.0
+        self.lat_mask = 0
+        self.lat_k = 0
+        self.lat_bits = 0
+        self.lat_episode = False
+        self.extra: Any = None  # the subclass's per-channel data
+
+
+class Conn:
+    """Runtime state of one (connection, unit id)."""
+
+    __slots__ = ("ch", "conn", "pending", "prev", "uid")
+
+    def __init__(self, ch: ChannelState, uid: str, conn: Any) -> None:
+        self.ch = ch
+        self.uid = uid
+        self.conn = conn
+        self.pending: dict[int, list[Any] | None] = {}  # transaction id -> command slot
+        self.prev: Command | None = None
+
+
+class Tracker:
+    """Base of ``Learner`` and ``Engine`` (see the module docstring)."""
+
+    def __init__(
+        self, window: float, hop: float, max_channels: int = 4096, idle: float | None = None
+    ) -> None:
+        self.window = window
+        self.hop = hop
+        self.nbuckets = max(1, round(window / hop))
+        # a channel that sent nothing for this long stops producing windows until it does
+        self.idle = idle if idle is not None else max(3 * window, 30.0)
+        self.max_channels = max_channels
+        self.channels: dict[ChannelKey, ChannelState] = {}
+        self.conns: dict[tuple[str, int], Conn] = {}
+        self.active: dict[ChannelKey, ChannelState] = {}
+        self.hop_end = 0.0
+        self.clock = 0.0
+        self.stats: dict[str, int] = {
+            "channels_untracked": 0,
+            "pending_dropped": 0,
+            "commands_untracked": 0,
+        }
+
+    # ------------------------------------------------------------------ subclass hooks
+    def windowed(self, key: ChannelKey) -> bool:
+        """Whether a channel produces windows."""
+        return True
+
+    def new_channel(self, ch: ChannelState, msg: ModbusMessage) -> list[Finding] | None:
+        return None
+
+    def request(self, c: Conn, msg: ModbusMessage, cmd: Command, ts: float) -> list[Finding] | None:
+        return None
+
+    # Called for every response only if ``call_response`` (the learner needs them all).
+    call_response = False
+
+    def response(
+        self, c: Conn, msg: ModbusMessage, cmd: Command | None, ts: float
+    ) -> list[Finding] | None:
+        return None
+
+    def slow_responses(self, c: Conn, msg: ModbusMessage, bits: int) -> list[Finding] | None:
+        """``lat_k`` of the last responses of a channel were slow (once per episode)."""
+        return None
+
+    def values_changed(
+        self,
+        c: Conn,
+        msg: ModbusMessage,
+        cmd: Command,
+        vals: list[Any],
+        prev: list[Any] | None,
+        dt: float,
+    ) -> list[Finding] | None:
+        """Values of a read differ from the previous read of the same command on the channel
+        (``prev`` None: the first read; otherwise only for commands in ``watch``)."""
+        return None
+
+    def windows(self, closed: list[tuple[ChannelState, list[float]]], t_end: float) -> Any:
+        """The windows that closed at ``t_end`` (one per active windowed channel)."""
+        return None
+
+    # ------------------------------------------------------------------ events
+    def _connect(self, msg: ModbusMessage) -> tuple[Conn | None, list[Finding] | None]:
+        """The connection state of a message not seen before (and its channel's)."""
+        conn = msg.conn
+        key = (conn.orig_h, conn.resp_h, msg.unit)
+        found = None
+        ch = self.channels.get(key)
+        if ch is None:
+            if len(self.channels) >= self.max_channels:
+                self.stats["channels_untracked"] += 1
+                return None, None
+            ch = ChannelState(key, self.nbuckets, self.windowed(key))
+            self.channels[key] = ch
+            found = self.new_channel(ch, msg)
+        if len(self.conns) >= MAX_CONNS_FACTOR * self.max_channels:
+            self.conns.clear()  # connections are cheap to rebuild; channels keep state
+        c = Conn(ch, msg.uid, conn)
+        self.conns[(msg.uid, msg.unit)] = c
+        return c, found
+
+    def modbus(self, msg: ModbusMessage) -> list[Finding] | None:
+        # The hot path: runs for every Modbus message; keep it lean (see docs/ml.md, cost).
+        # One tuple unpack is much cheaper than a dozen NamedTuple attribute look-ups.
+        ts, uid, _conn, is_orig, tid, _pid, unit, fc, _func, exc, _len, _frame, fields, lat = msg
+        out: list[Finding] | None = None
+        if ts > self.clock:
+            self.clock = ts
+            if ts >= self.hop_end:
+                out = self._advance(ts)
+        c = self.conns.get((uid, unit))
+        if c is None:
+            c, found = self._connect(msg)
+            if c is None:
+                return out
+            if found:
+                out = (out or []) + found
+        ch = c.ch
+        b = ch.bucket
+        found = None
+        if is_orig:
+            address = fields.get("address")
+            if 0 < fc < 5:
+                cmd: Command = (fc, address, fields.get("quantity"))
+                write = False
+            else:
+                cmd = command(fc, fields)
+                write = fc in WRITE_FCS
+            b[N_REQ] += 1
+            ch.last_req = ts
+            if not ch.active and ch.windowed:
+                ch.active = True
+                ch.warm = 0
+                ch.ring.clear()
+                self.active[ch.key] = ch
+            slots = ch.slots
+            slot = slots.get(cmd)
+            if slot is None:
+                if len(slots) < MAX_COMMANDS:
+                    slot = slots[cmd] = [cmd, None, None, 0.0]
+                else:
+                    self.stats["commands_untracked"] += 1
+            if write:
+                b[N_WRITE] += 1
+            else:
+                if not 0 < fc < 5:
+                    b[N_OTHER] += 1
+                if slot is not None:
+                    last = slot[1]
+                    if last is not None:
+                        ia = ts - last
+                        b[N_IA] += 1
+                        b[S_IA] += ia
+                        b[S_IA2] += ia * ia
+                        if ia > b[MAX_IA]:
+                            b[MAX_IA] = ia
+                    slot[1] = ts
+            if address is not None:
+                if address < b[ADDR_LO]:
+                    b[ADDR_LO] = address
+                quantity = cmd[2]
+                end = address + (quantity if isinstance(quantity, int) and fc != 23 else 1)
+                if end > b[ADDR_HI]:
+                    b[ADDR_HI] = end
+            pending = c.pending
+            if len(pending) < MAX_PENDING:
+                pending[tid] = slot
+            else:
+                self.stats["pending_dropped"] += 1
+            good = ch.good
+            if good is None or write or (c.prev, cmd) not in good:
+                found = self.request(c, msg, cmd, ts)
+            if not write:
+                c.prev = cmd
+        else:
+            slot = c.pending.pop(tid, None)
+            cmd = slot[0] if slot is not None else None
+            b[N_RESP] += 1
+            if exc is not None:
+                b[N_EXC] += 1
+            if lat is not None:
+                b[N_LAT] += 1
+                b[S_LAT] += lat
+                if lat > b[MAX_LAT]:
+                    b[MAX_LAT] = lat
+                if ch.lat_mask:
+                    bits = ((ch.lat_bits << 1) | (lat > ch.lat_thr)) & ch.lat_mask
+                    ch.lat_bits = bits
+                    if bits == 0:
+                        ch.lat_episode = False
+                    elif not ch.lat_episode and bits.bit_count() >= ch.lat_k:
+                        ch.lat_episode = True
+                        found = self.slow_responses(c, msg, bits)
+            if self.call_response:
+                more = self.response(c, msg, cmd, ts)
+                if more:
+                    found = (found or []) + more
+            if slot is not None and exc is None and 0 < fc < 5:
+                vals = fields.get("values")
+                if vals:
+                    b[N_VAL] += 1
+                    pvals = slot[2]
+                    if pvals is None:
+                        slot[2] = vals
+                        more = self.values_changed(c, msg, cmd, vals, None, 0.0)
+                        if more:
+                            found = (found or []) + more
+                    elif pvals != vals:
+                        b[N_CHG] += 1
+                        watch = ch.watch
+                        if watch is None or cmd in watch:
+                            more = self.values_changed(c, msg, cmd, vals, pvals, ts - slot[3])
+                            if more:
+                                found = (found or []) + more
+                        slot[2] = vals
+                    slot[3] = ts
+        if found:
+            return (out or []) + found
+        return out
+
+    def anomaly(self, event: Anomaly) -> list[Finding] | None:
+        if event.ts > self.clock:
+            self.clock = event.ts
+        return None
+
+    def flow_end(self, record: dict[str, Any]) -> list[Finding] | None:
+        return None
+
+    def tick(self, now: float) -> list[Finding] | None:
+        if now > self.clock:
+            self.clock = now
+        if now >= self.hop_end:
+            return self._advance(now)
+        return None
+
+    def reset_streams(self) -> None:
+        """Forget connections and timing (a new capture starts: no continuity with the last)."""
+        self.conns.clear()
+        for ch in self.channels.values():
+            ch.active = False
+            ch.ring.clear()
+            ch.bucket = new_bucket()
+            ch.slots.clear()
+            ch.debounce.clear()
+            ch.episode = False
+            ch.lat_bits = 0
+            ch.lat_episode = False
+        self.active.clear()
+        self.hop_end = 0.0
+        self.clock = 0.0
+
+    # ------------------------------------------------------------------ windows
+    def _advance(self, now: float) -> list[Finding] | None:
+        hop = self.hop
+        if self.hop_end == 0.0 or now - self.hop_end > self.idle:
+            # first event, or a long silence: restart the grid; nothing spans the gap
+            for ch in self.active.values():
+                ch.active = False
+                ch.ring.clear()
+                ch.bucket = new_bucket()
+            self.active.clear()
+            self.hop_end = (now // hop + 1) * hop
+            return None
+        out: list[Finding] | None = None
+        while now >= self.hop_end:
+            t_end = self.hop_end
+            closed: list[tuple[ChannelState, list[float]]] = []
+            idle = self.idle
+            nb = self.nbuckets
+            dormant = []
+            for key, ch in self.active.items():
+                ch.ring.append(ch.bucket)
+                ch.bucket = new_bucket()
+                ch.warm += 1
+                if t_end - ch.last_req > idle:
+                    dormant.append(key)
+                    continue
+                if ch.warm > nb:  # the ring holds no partial first bucket
+                    ring = ch.ring
+                    closed.append((ch, combine(list(ring)) if nb > 1 else list(ring[0])))
+            for key in dormant:
+                ch = self.active.pop(key)
+                ch.active = False
+                ch.ring.clear()
+            self.hop_end = t_end + hop
+            if closed:
+                found = self.windows(closed, t_end)
+                if found:
+                    out = (out or []) + found
+        return out

@@ -1,0 +1,74 @@
+"""Raw counters of a channel's traffic per bucket and per window (no baseline needed).
+
+A bucket is ``hop_seconds`` of packet time on a grid shared by every channel; a window is the
+last ``window_seconds / hop_seconds`` buckets, combined by ``combine``. Pure Python: the engine
+updates these counters for every Modbus message, so they must stay cheap.
+"""
+
+from __future__ import annotations
+
+# Raw counters of a bucket (and of a window: sums, except the MAX_ and ADDR_ columns).
+RAW = (
+    "n_req",  # requests
+    "n_resp",  # responses (exceptions included)
+    "n_write",  # write requests (FC 5, 6, 15, 16, 22, 23)
+    "n_other",  # requests that are neither reads (FC 1-4) nor writes
+    "n_exc",  # exception responses
+    "n_ia",  # inter-arrivals: time since the previous request of the same read/other command
+    "sum_ia",
+    "sum_ia2",
+    "max_ia",
+    "n_lat",  # responses with a latency (paired with their request)
+    "sum_lat",
+    "max_lat",
+    "addr_lo",  # lowest address any request touched
+    "addr_hi",  # one past the highest
+    "n_reads",  # read responses carrying values
+    "n_changed",  # of them, with values that differ from the previous read of the command
+)
+(
+    N_REQ,
+    N_RESP,
+    N_WRITE,
+    N_OTHER,
+    N_EXC,
+    N_IA,
+    S_IA,
+    S_IA2,
+    MAX_IA,
+    N_LAT,
+    S_LAT,
+    MAX_LAT,
+    ADDR_LO,
+    ADDR_HI,
+    N_VAL,
+    N_CHG,
+) = range(len(RAW))
+NRAW = len(RAW)
+_MAX_COLS = (MAX_IA, MAX_LAT, ADDR_HI)
+_MIN_COLS = (ADDR_LO,)
+ADDR_NONE_LO = 65536.0
+ADDR_NONE_HI = -1.0
+
+
+def new_bucket() -> list[float]:
+    b = [0.0] * NRAW
+    b[ADDR_LO] = ADDR_NONE_LO
+    b[ADDR_HI] = ADDR_NONE_HI
+    return b
+
+
+def combine(buckets: list[list[float]]) -> list[float]:
+    """A window's raw counters from its buckets."""
+    out = list(buckets[0])
+    for b in buckets[1:]:
+        for i in range(NRAW):
+            if i in _MAX_COLS:
+                if b[i] > out[i]:
+                    out[i] = b[i]
+            elif i in _MIN_COLS:
+                if b[i] < out[i]:
+                    out[i] = b[i]
+            else:
+                out[i] += b[i]
+    return out

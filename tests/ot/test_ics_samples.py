@@ -1,0 +1,246 @@
+"""Decoding of the real ICS captures (tests/ot/data/ics-samples): every frame tshark dissects as
+one of the protocols yields the expected events, with tshark's own field values.
+
+The reference is tshark itself through ``-T fields`` (flat field lists per frame), a path
+independent of the JSON tree the normalisers read: per frame, the number of messages and their
+function codes must agree. Then field values checked by hand, the joins to the native flows,
+the inventory, and no policy finding on these benign captures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ot.conftest import ICS, ot_findings, records
+
+SAMPLES = sorted(p for p in ICS.glob("*/*.pcap"))
+MSP = 0x0A
+
+
+def fields(capture: Path, display: str, names: list[str]) -> dict[int, list[list[str]]]:
+    """frame number -> one value list per field (all occurrences), from tshark -T fields."""
+    cmd = ["tshark", "-n", "-r", str(capture), "-Y", display, "-T", "fields", "-E", "occurrence=a"]
+    cmd += ["-E", "aggregator=|", "-e", "frame.number"]
+    for name in names:
+        cmd += ["-e", name]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    frames: dict[int, list[list[str]]] = {}
+    for line in out.splitlines():
+        cols = line.split("\t")
+        frames[int(cols[0])] = [c.split("|") if c else [] for c in cols[1:]]
+    return frames
+
+
+def expected_codes(capture: Path, protocol: str) -> dict[int, list[Any]]:
+    """frame -> the codes of the events that frame must give (order-insensitive)."""
+    out: dict[int, list[Any]] = {}
+    if protocol == "dnp3":
+        for frame, (funcs,) in fields(capture, "dnp3", ["dnp3.al.func"]).items():
+            if funcs:
+                out[frame] = [int(f) for f in funcs]
+    elif protocol == "iec104":
+        names = ["iec60870_104.type", "iec60870_asdu.typeid"]
+        for frame, (types, type_ids) in fields(capture, "iec60870_104", names).items():
+            ids = iter(int(t) for t in type_ids)
+            out[frame] = [next(ids, None) if int(t, 16) == 0 else None for t in types]
+    elif protocol == "s7comm":
+        names = [
+            "s7comm.header.rosctr",
+            "s7comm.param.func",
+            "s7comm.param.userdata.funcgroup",
+            "s7comm.param.userdata.subfunc",
+        ]
+        for frame, (rosctr, funcs, groups, subs) in fields(capture, "s7comm", names).items():
+            f, g, s = iter(funcs), iter(groups), iter(subs)
+            codes: list[Any] = []
+            for r in rosctr:
+                if int(r) == 7:
+                    codes.append(int(next(g)) << 8 | int(next(s)))
+                else:
+                    codes.append(int(next(f, "0"), 16))
+            out[frame] = codes
+    elif protocol == "enip":
+        names = ["enip.command", "cip.service"]
+        for frame, (commands, services) in fields(capture, "enip", names).items():
+            codes = [int(c, 16) for c in commands if int(c, 16) not in (0x6F, 0x70)]
+            codes += [int(s, 16) & 0x7F for s in services if int(s, 16) & 0x7F != MSP]
+            out[frame] = codes
+    elif protocol == "bacnet":
+        names = ["bvlc.function", "bacapp.confirmed_service", "bacapp.unconfirmed_service"]
+        for frame, (funcs, confirmed, unconfirmed) in fields(capture, "bvlc", names).items():
+            services = [int(x) for x in confirmed + unconfirmed]
+            out[frame] = services or [int(f, 16) for f in funcs]
+    return out
+
+
+@pytest.mark.parametrize("capture", SAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_dissected_message_is_one_event(ot_run, capture: Path) -> None:
+    protocol = capture.parent.name
+    a = ot_run(capture)
+    events = records(a, "ot")
+    got: dict[int, list[Any]] = defaultdict(list)
+    for r in events:
+        assert r["protocol"] == protocol
+        got[r["frame"]].append(r["code"])
+    expected = expected_codes(capture, protocol)
+    assert {f: sorted(c, key=str) for f, c in got.items()} == {
+        f: sorted(c, key=str) for f, c in expected.items() if c
+    }
+    assert a.stats["ot"]["events"] == len(events)
+    assert a.stats["ot"]["status"] in ("ok", "idle")
+
+
+@pytest.mark.parametrize("capture", SAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_events_join_the_native_flows(ot_run, capture: Path) -> None:
+    a = ot_run(capture)
+    flows = {f["uid"]: f for f in a.flows}
+    for r in records(a, "ot"):
+        flow = flows[r["uid"]]  # every event has its connection's uid
+        assert (r["orig_h"], r["orig_p"], r["resp_h"], r["resp_p"]) == (
+            flow["orig_h"],
+            flow["orig_p"],
+            flow["resp_h"],
+            flow["resp_p"],
+        )
+        assert flow["ts"] <= r["ts"] <= flow["last_ts"]
+    assert a.stats["ot"]["events_without_flow"] == 0
+
+
+@pytest.mark.parametrize("capture", SAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_policy_finding_on_benign_captures(ot_run, capture: Path) -> None:
+    assert ot_findings(ot_run(capture)) == []
+
+
+def by_function(a: Any) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records(a, "ot"):
+        out[r["function"]].append(r)
+    return out
+
+
+def assets(a: Any) -> dict[str, dict[str, Any]]:
+    return {r["ip"]: r for r in a.assets}
+
+
+def test_iec104_fields(ot_run) -> None:
+    events = records(ot_run(ICS / "iec104" / "090813_diverse.pcap"), "ot")
+    first = events[0]
+    assert (first["function"], first["code"], first["direction"], first["operation"]) == (
+        "M_ME_NC_1",
+        13,
+        "unsolicited",
+        "report",
+    )
+    assert first["iec104"]["asdu"] | {"type_id": 13} == {
+        "type_id": 13,
+        "sq": False,
+        "count": 2,
+        "cot": 1,
+        "cot_name": "per/cyc",
+        "negative": False,
+        "test": False,
+        "originator": 0,
+        "common_address": 3,
+    }
+    assert first["iec104"]["apci"] == {"type": "I", "tx": 77, "rx": 20}
+    assert [(o["address"], o["value"]) for o in first["objects"]] == [(1300, 30), (1301, 708)]
+    assert first["unit"] == 3
+    kinds = {r["iec104"]["apci"]["type"] for r in events}
+    assert kinds == {"I", "S", "U"}
+    commands = by_function(ot_run(ICS / "iec104" / "TestDissectIec104.pcap"))["C_DC_NA_1"]
+    assert commands[0]["operation"] == "control"
+    assert {"select", "qualifier", "value"} <= set(commands[0]["objects"][0])
+
+
+def test_s7comm_fields_and_identity(ot_run) -> None:
+    a = ot_run(ICS / "s7comm" / "s7comm_reading_plc_status.pcap")
+    fn = by_function(a)
+    setup = fn["Setup communication"]
+    assert [r["direction"] for r in setup] == ["request", "response"]
+    szl = fn["CPU functions / Read SZL"]
+    assert szl[0]["operation"] == "diagnostics" and szl[0]["s7comm"]["szl_id"] == 0x0132
+    plc = assets(a)["192.168.1.40"]
+    assert "s7comm_server" in plc["roles"]
+    assert plc["identity"]["s7comm.serial"] == "S C-C6TW74882012"
+    assert plc["identity"]["s7comm.module_name"] == "IM151-8 PN/DP CPU"
+    assert plc["identity"]["s7comm.order_number"] == "6ES7 151-8AB01-0AB0"
+    assert "s7comm_client" in assets(a)["192.168.1.10"]["roles"]
+    reads = by_function(ot_run(ICS / "s7comm" / "s7comm_clean.pcap"))["Read Var"]
+    assert reads[0]["objects"][0] | {"address": None} == {
+        "address": None,
+        "area": "I",
+        "byte": 0,
+        "bit": 0,
+        "size": 2,
+        "count": 1,
+    }
+    assert {r["direction"] for r in reads} == {"request", "response"}
+
+
+def test_s7comm_plus_is_not_dissected_by_this_wireshark(ot_run) -> None:
+    a = ot_run(ICS / "s7comm" / "S7-1511_db2_var1_HMI.pcap")
+    assert records(a, "ot") == [] and a.stats["ot"]["events"] == 0
+
+
+def test_enip_cip_fields_and_identity(ot_run) -> None:
+    a = ot_run(ICS / "enip" / "enip_test.pcap")
+    request, response = records(a, "ot")
+    assert (request["function"], request["direction"]) == ("ListIdentity", "request")
+    assert response["enip"]["identity"] == {
+        "vendor": 1,
+        "device_type": 12,
+        "product_code": 58,
+        "revision": "3.4",
+        "serial": 0x00524D8E,
+        "product_name": "1756-ENBT/A",
+        "state": 3,
+    }
+    adapter = assets(a)["10.1.1.164"]
+    assert adapter["identity"]["enip.product_name"] == "1756-ENBT/A"
+    msp = records(ot_run(ICS / "enip" / "cip-multiple-1.pcap"), "ot")
+    assert len(msp) == 11
+    assert {r["enip"]["embedded_in"] for r in msp} == {"Multiple_Service_Packet"}
+    assert msp[0]["objects"] == [{"address": "class 0x01/instance 1"}]
+    assert msp[0]["operation"] == "diagnostics"  # reading the Identity object
+
+
+def test_bacnet_fields_and_identity(ot_run) -> None:
+    a = ot_run(ICS / "bacnet" / "bacnet_test.pcap")
+    fn = by_function(a)
+    reads = fn["readProperty"]
+    assert {r["direction"] for r in reads} == {"request", "response"}
+    assert reads[0]["objects"] == [{"address": "device:4194303", "property": "object-identifier"}]
+    device = assets(a)["10.1.1.165"]
+    assert device["identity"]["bacnet.model-name"] == "MS-NAE4510-2"
+    assert device["identity"]["bacnet.firmware-revision"] == "5.1.0.4400"
+    assert {r["operation"] for r in fn["BVLC-Result"]} == {"session"}
+
+
+def test_dnp3_fields(ot_run) -> None:
+    events = records(ot_run(ICS / "dnp3" / "select_operate_and_responses.pcap"), "ot")
+    assert [r["function"] for r in events] == ["SELECT", "RESPONSE", "OPERATE", "RESPONSE"]
+    point = events[0]["objects"][0]
+    assert point == {
+        "address": 0,
+        "group": 12,
+        "control": {"op": "LATCH_ON", "tcc": "NUL", "count": 1, "on_ms": 100, "off_ms": 100},
+    }
+    assert events[1]["objects"][0]["status"] == "SUCCESS"
+    assert [r["operation"] for r in events] == ["control"] * 4
+    assert events[0]["unit"] == 10 and events[0]["dnp3"]["link"] == {
+        "src": 1,
+        "dst": 10,
+        "dir": True,
+        "prm": True,
+        "function": 4,
+    }
+    unsolicited = records(ot_run(ICS / "dnp3" / "unsolcited_response_and_confirm.pcap"), "ot")
+    assert [(r["function"], r["direction"]) for r in unsolicited] == [
+        ("UNSOLICITED_RESPONSE", "unsolicited"),
+        ("CONFIRM", "request"),
+    ]
