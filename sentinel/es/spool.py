@@ -186,7 +186,9 @@ class _Queue:
         if last and self.sizes[last] < self.segment_bytes and last >= self.cursor.segment:
             seq = last  # reopen the last segment after a restart
         else:
-            seq = max(last + 1, self.cursor.segment)
+            # Never reuse the cursor's segment number once it was read into: the cursor's
+            # offset would skip the new lines (a restarted sensor that drained its spool).
+            seq = max(last + 1, self.cursor.segment + (1 if self.cursor.offset else 0))
             self.sizes[seq] = 0
             self.items[seq] = 0
         self._fd = os.open(self._file(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -88,3 +88,19 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
     with Spool(tmp_path), pytest.raises(SpoolError, match="in use by pid"):
         Spool(tmp_path)
     Spool(tmp_path).close()  # free again
+
+
+def test_append_after_a_restarted_spool_was_drained_is_not_lost(tmp_path: Path) -> None:
+    """Regression: a restarted sensor drains its spool, then spools again; the new finding
+    went to a segment numbered like the cursor's and was skipped by the cursor's offset."""
+    line = [b'{"index":{}}\t{"n":1}\n'] * 20
+    with Spool(tmp_path / "s", segment_bytes=4096) as spool:
+        for _ in range(20):
+            spool.append(FINDINGS, line)
+    with Spool(tmp_path / "s") as spool:
+        batch = spool.read(FINDINGS, 10**5)
+        assert batch is not None
+        spool.ack(batch)
+        spool.append(FINDINGS, [b'{"index":{}}\t{"n":2}\n'])
+        again = spool.read(FINDINGS, 10)
+        assert again is not None and len(again.lines) == 1
