@@ -30,8 +30,10 @@ system-packages:
 install:
 	$(PIP) install -q .
 
+# Editable: the tests import the checkout's packages (the top-level layout maps detectors/,
+# lab/, signatures/ and playbooks/ into sentinel.*); tests/test_packaging.py checks the wheel.
 install-test:
-	$(PIP) install -q ".[test]"
+	$(PIP) install -q -e ".[test]"
 
 lint:
 	ruff check . && ruff format --check .

@@ -708,6 +708,7 @@ def _sensor_main(args: argparse.Namespace) -> None:
     from sentinel.cli import ANALYZE_EXTENSIONS, _register_extensions, run_components
     from sentinel.config import load_config
     from sentinel.pipeline import Pipeline
+    from sentinel.privacy.runtime import run_pseudonymizer
 
     _register_extensions()
     if args.config:
@@ -727,7 +728,9 @@ def _sensor_main(args: argparse.Namespace) -> None:
         signal.signal(sig, lambda *_: source.stop())
     Path(args.ready).write_text(str(os.getpid()))
     started = time.time()
-    pipeline = Pipeline(config, args.out, detectors, sinks)
+    pipeline = Pipeline(
+        config, args.out, detectors, sinks, pseudonymizer=run_pseudonymizer(config, None)
+    )
     stats = pipeline.run_packets(source)
     stats = {"capture": "live:" + ",".join(args.interface), "format": "live", **stats}
     stats["live"] = {**source.stats(), "started": started, "stopped": time.time()}

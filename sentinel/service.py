@@ -45,6 +45,7 @@ from sentinel.cli import cli
 from sentinel.config import Config, SensorSettings, load_config
 from sentinel.errors import SentinelError
 from sentinel.pipeline.engine import HEARTBEAT
+from sentinel.privacy.runtime import pseudonymizer_for
 from sentinel.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,13 @@ class Service:
         started = time.time()
         try:
             sinks = self._build()
-            self.pipeline = Pipeline(self.config, self.out_dir, sinks=sinks, live=True)
+            self.pipeline = Pipeline(
+                self.config,
+                self.out_dir,
+                sinks=sinks,
+                live=True,
+                pseudonymizer=pseudonymizer_for(self.config),  # the config's privacy section
+            )
             # No tshark OT source yet: on live interfaces OTBridge.drain waits for tshark to
             # end, which it never does (see docs/service.md, "Limits"); Modbus is native.
             self.pipeline.ot_input = None
