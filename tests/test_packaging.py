@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,25 +17,33 @@ MAPPED = {
     "signatures": "sentinel/signatures",
     "playbooks": "sentinel/playbooks",
 }
-CONTENT = ("*.py", "*.rules", "*.yar", "*.config", "*.yaml", "*.json", "*.ndjson")
+CONTENT = ("*.py", "*.rules", "*.yar", "*.config", "*.yaml", "*.json", "*.ndjson", "*.pcap")
 
 
 def test_wheel_holds_every_module_and_content_file(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        check=True,
+    # Build from a clean copy: a build/ directory left in a checkout would hide omissions.
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns(
+        "build",
+        "*.egg-info",
+        ".git",
+        "__pycache__",
+        "tests",
+        "sentinel-out",
+        ".ruff_cache",
+        ".pytest_cache",
     )
+    shutil.copytree(ROOT, src, ignore=ignore)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(src)], check=True)  # fmt: skip
     (wheel,) = tmp_path.glob("sentinel_ot-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = set()
-    for src, dest in MAPPED.items():
-        for pattern in CONTENT:
-            for path in (ROOT / src).rglob(pattern):
-                rel = path.relative_to(ROOT / src)
-                if "__pycache__" in rel.parts or (
-                    src == "lab" and rel.parts[0] == "pcaps" and path.suffix == ".py"
-                ):
-                    continue
-                expected.add(f"{dest}/{rel.as_posix()}")
-    expected.add("sentinel/lab/pcaps/demo.pcap")
+    expected = {
+        f"{dest}/{path.relative_to(ROOT / source).as_posix()}"
+        for source, dest in MAPPED.items()
+        for pattern in CONTENT
+        for path in (ROOT / source).rglob(pattern)
+        if "__pycache__" not in path.parts
+    }
+    assert "sentinel/lab/pcaps/demo.pcap" in expected
     assert expected - names == set()
