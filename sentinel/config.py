@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sentinel.decode.ot_settings import OTSettings
 from sentinel.detector_settings import DetectorSettings
 from sentinel.errors import ConfigError, Location, SentinelError
 from sentinel.es.config import ElasticsearchSink
@@ -136,6 +137,7 @@ class Config(_Strict):
     sinks: Sinks = Sinks()
     sensor: SensorSettings = SensorSettings()
     privacy: PrivacySettings = PrivacySettings()
+    ot: OTSettings = OTSettings()
     lab: LabSection | None = None  # only in the lab's site files (lab/sites/*.yaml)
     playbooks: PlaybookSettings = PlaybookSettings()
     actions: ActionSettings = ActionSettings()
