@@ -6,7 +6,7 @@ subscribes to no event. With one, every Modbus message, decoder anomaly, flow en
 goes to ``sentinel.ml.engine.Engine``, which checks them against the model's baseline
 (tier 1: talkers, functions, addresses, command sequences, latency, register values) and
 scores windows of each channel (tier 2: a calibrated scikit-learn scorer). Rule ids
-9000300-9000399; docs/ml.md explains each finding and how models are trained and calibrated.
+9000600-9000699; docs/ml.md explains each finding and how models are trained and calibrated.
 """
 
 from __future__ import annotations

@@ -422,7 +422,7 @@ class Engine(Tracker):
         if not model.known:
             model.server = self._reference(key)
         if model.known:
-            ch.good = set()  # verified (previous, command) pairs skip the request hook
+            ch.verified = True  # verified (previous, command) transitions skip the hook
             ch.lat_thr = model.lat_threshold
             ch.lat_mask = model.lat_mask
             ch.lat_k = model.lat_k
@@ -657,9 +657,7 @@ class Engine(Tracker):
             if f is not None:
                 out = (out or []) + [f]
         elif m.known and cmd in m.ok_commands:
-            good = c.ch.good
-            if good is not None and len(good) < 4096:
-                good.add((prev, cmd))  # nothing to check next time
+            self.verify(c)  # nothing to check the next time it follows the same command
         return out
 
     def _unknown_channel(

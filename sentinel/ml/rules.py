@@ -1,9 +1,10 @@
 """What the learned-baseline detector reports: rule ids, names, severities and techniques.
 
-Rule ids 9000300-9000399 are reserved for ``ml_anomaly`` (Sentinel's own block 9000000-9099999,
-next to the policy detector's 9000100-9000199 and reconnaissance's 9000200-9000299; see
-``detectors/common.py``). Ids 9000301-9000319 are the deterministic checks of tier 1, 9000320
-is the window scorer of tier 2. Ruleset: ``sentinel-ml``.
+Rule ids 9000600-9000699 are reserved for ``ml_anomaly``, in Sentinel's own block
+9000000-9099999 (``detectors/common.py`` lists who has which hundred: policy 9000100,
+reconnaissance 9000200, the scheduler's and the OT policy's 9000300, response 9000400, link
+layer 9000500). Ids 9000601-9000619 are the deterministic checks of tier 1, 9000620 the window
+scorer of tier 2. Ruleset: ``sentinel-ml``.
 
 Techniques are MITRE ATT&CK for ICS; the tactic given is the one the technique serves here.
 """
@@ -49,48 +50,48 @@ class Rule:
 
 
 NEW_TALKER = Rule(
-    9000301, "Modbus client never seen with this server in the baseline", "high", T["T0848"]
+    9000601, "Modbus client never seen with this server in the baseline", "high", T["T0848"]
 )
 NEW_CONNECTION = Rule(
-    9000302, "Connection between hosts never seen together in the baseline", "medium", T["T0846"]
+    9000602, "Connection between hosts never seen together in the baseline", "medium", T["T0846"]
 )
 NEW_UNIT = Rule(
-    9000303, "Modbus unit id never used on this client-server pair", "medium", T["T0846"]
+    9000603, "Modbus unit id never used on this client-server pair", "medium", T["T0846"]
 )
-NEW_FUNCTION = Rule(9000304, "Modbus function code never used on this channel", "high", T["T0855"])
+NEW_FUNCTION = Rule(9000604, "Modbus function code never used on this channel", "high", T["T0855"])
 NEW_ADDRESS = Rule(
-    9000305, "Modbus address outside the channel's learned address set", "medium", T["T0861"]
+    9000605, "Modbus address outside the channel's learned address set", "medium", T["T0861"]
 )
 NEW_TRANSITION = Rule(
-    9000306, "Modbus request sequence never seen on this channel", "medium", T["T0855"]
+    9000606, "Modbus request sequence never seen on this channel", "medium", T["T0855"]
 )
 WRITE_VALUE = Rule(
-    9000307, "Modbus write value outside the register's learned envelope", "high", T["T0836"]
+    9000607, "Modbus write value outside the register's learned envelope", "high", T["T0836"]
 )
-REGISTER_VALUE = Rule(9000308, "Register value outside its learned behaviour", "medium", T["T0831"])
+REGISTER_VALUE = Rule(9000608, "Register value outside its learned behaviour", "medium", T["T0831"])
 UNEXPLAINED_CHANGE = Rule(
-    9000309, "Register changed without a write from a baseline writer", "high", T["T0836"]
+    9000609, "Register changed without a write from a baseline writer", "high", T["T0836"]
 )
 LATENCY = Rule(
-    9000310, "Response latency above the channel's learned envelope", "medium", T["T0830"]
+    9000610, "Response latency above the channel's learned envelope", "medium", T["T0830"]
 )
 REPLAY = Rule(
-    9000311,
+    9000611,
     "Replayed Modbus write (identical request seen on another connection)",
     "high",
     T["T0855"],
 )
 REQUEST_BURST = Rule(
-    9000313, "Modbus request burst far above the server's learned load", "high", T["T0814"]
+    9000613, "Modbus request burst far above the server's learned load", "high", T["T0814"]
 )
 CONNECTION_BURST = Rule(
-    9000314, "Connection burst far above the server's learned load", "medium", T["T0814"]
+    9000614, "Connection burst far above the server's learned load", "medium", T["T0814"]
 )
 NEW_ANOMALY = Rule(
-    9000312, "Protocol anomaly never seen on this pair in the baseline", "medium", T["T0866"]
+    9000612, "Protocol anomaly never seen on this pair in the baseline", "medium", T["T0866"]
 )
 WINDOW = Rule(
-    9000320, "Channel behaviour outside its learned baseline (window scorer)", "medium", T["T0855"]
+    9000620, "Channel behaviour outside its learned baseline (window scorer)", "medium", T["T0855"]
 )
 
 RULES: tuple[Rule, ...] = (

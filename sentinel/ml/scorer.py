@@ -251,15 +251,23 @@ def active(X: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- fast path
 class CompiledForest:
-    """The isolation forests of several scorers, flattened for vectorised scoring.
+    """The isolation forests of several scorers, flattened for vectorised, cache-friendly
+    scoring.
 
     Every tree is laid out as a complete binary tree of the forests' largest depth ``D`` (a
     leaf above depth ``D`` becomes a chain of "always left" nodes, ``+inf`` thresholds, ending
     in its own value), so a row descends every tree of its forest in exactly ``D`` steps of a
-    few numpy operations each, with no branching. ``score(rows, S)`` scores scaled feature
-    rows ``S`` (shape (m, n_features)), row i with the forest of scorer ``rows[i]``; the result
-    equals each forest's ``score_samples`` (tested).
+    few numpy operations, with no branching. Nodes are stored level by level across all
+    trees (the first levels of every tree share a few cache lines) as 8-byte records: the
+    threshold as the largest float32 not above scikit-learn's float64 one (scikit-learn
+    compares float32 features, so the decision is the same) and the feature index. Scoring
+    runs once per window hop, after the cache has gone cold: the memory touched is what it
+    costs. ``score(rows, S)`` scores scaled feature rows ``S`` (shape (m, n_features)), row i
+    with the forest of scorer ``rows[i]``; the result equals each forest's ``score_samples``
+    (tested).
     """
+
+    NODE = np.dtype([("thr", "<f4"), ("feat", "u1"), ("pad", "V3")])
 
     def __init__(self, forests: list[IsolationForest]) -> None:
         if not forests:
@@ -268,11 +276,14 @@ class CompiledForest:
         if len(ntrees) > 1:
             raise ValueError("compiled forests must have the same number of trees")
         T = ntrees.pop()
+        if max(int(f.n_features_in_) for f in forests) > 255:
+            raise ValueError("too many features to compile")
         D = max(1, max(int(t.tree_.max_depth) for f in forests for t in f.estimators_))
-        n_int, n_leaf = 2**D - 1, 2**D
-        feat = np.zeros((len(forests), T, n_int), dtype=np.intp)
-        thr = np.full((len(forests), T, n_int), np.inf)
-        leaf = np.zeros((len(forests), T, n_leaf))
+        n_int = 2**D - 1
+        rows = len(forests) * T
+        feat = np.zeros((rows, n_int), dtype=np.uint8)
+        thr = np.full((rows, n_int), np.inf)
+        leaf = np.zeros((rows, 2**D))
         for fi, forest in enumerate(forests):
             for ti, (tree, features) in enumerate(
                 zip(forest.estimators_, forest.estimators_features_, strict=True)
@@ -284,58 +295,67 @@ class CompiledForest:
                     + np.asarray(forest._average_path_length_per_tree[ti], dtype=np.float64)
                     - 1.0
                 )
+                row = fi * T + ti
                 stack = [(0, 0, 0)]  # (node, index in the complete tree, depth)
                 while stack:
                     node, ci, depth = stack.pop()
                     if cl[node] == -1:
                         for _ in range(D - depth):  # always left, down to depth D
                             ci = 2 * ci + 1
-                        leaf[fi, ti, ci - n_int] = value[node]
+                        leaf[row, ci - n_int] = value[node]
                     else:
-                        feat[fi, ti, ci] = features[t.feature[node]]
-                        thr[fi, ti, ci] = t.threshold[node]
+                        feat[row, ci] = features[t.feature[node]]
+                        thr[row, ci] = t.threshold[node]
                         stack.append((int(cl[node]), 2 * ci + 1, depth + 1))
                         stack.append((int(cr[node]), 2 * ci + 2, depth + 1))
+        # level-major: level d of every tree, one after the other
+        levels = []
+        self.offsets = []
+        offset = 0
+        for d in range(D):
+            lo, n = 2**d - 1, 2**d
+            block = np.zeros(rows * n, dtype=self.NODE)
+            t64 = thr[:, lo : lo + n].reshape(-1)
+            t32 = t64.astype(np.float32)
+            down = t32.astype(np.float64) > t64  # rounded up: take the float32 below
+            t32[down] = np.nextafter(t32[down], np.float32(-np.inf))
+            block["thr"] = t32
+            block["feat"] = feat[:, lo : lo + n].reshape(-1)
+            levels.append(block)
+            self.offsets.append(offset)
+            offset += rows * n
+        self.nodes = np.concatenate(levels)
+        self.thr = self.nodes["thr"]
+        self.feat = self.nodes["feat"]
+        self.leaf = leaf.reshape(-1)
         self.depth = D
         self.trees = T
-        self.n_int = n_int
-        self.n_leaf = n_leaf
-        self.feat = feat.reshape(-1)
-        self.thr = thr.reshape(-1)
-        self.leaf = leaf.reshape(-1)
         self.denominator = np.array(
             [T * float(_average_path_length([f._max_samples])[0]) for f in forests]
         )
-        self._tree_int = np.arange(T, dtype=np.intp) * n_int
-        self._tree_leaf = np.arange(T, dtype=np.intp) * n_leaf - n_int
-        self._bases: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._bases: dict[tuple[int, ...], tuple[list[Any], Any, Any]] = {}
 
-    def _base(self, rows: np.ndarray) -> tuple[Any, Any, Any]:
+    def _base(self, rows: np.ndarray) -> tuple[list[Any], Any, Any]:
         key = tuple(rows.tolist())
         cached = self._bases.get(key)
         if cached is None:
-            r = rows[:, None]
-            cached = (
-                r * (self.trees * self.n_int) + self._tree_int[None, :],
-                r * (self.trees * self.n_leaf) + self._tree_leaf[None, :],
-                np.arange(len(rows))[:, None],
-            )
+            tree_rows = rows[:, None] * self.trees + np.arange(self.trees)[None, :]
+            bases = [self.offsets[d] + tree_rows * 2**d for d in range(self.depth)]
+            cached = (bases, tree_rows * 2**self.depth, np.arange(len(rows))[:, None])
             if len(self._bases) < 256:
                 self._bases[key] = cached
         return cached
 
     def score(self, rows: np.ndarray, S: np.ndarray) -> np.ndarray:
-        # scikit-learn compares float32 features with float64 thresholds
-        X = np.asarray(S, dtype=np.float32).astype(np.float64)
+        X = np.asarray(S, dtype=np.float32)  # scikit-learn's comparisons are on float32
         rows = np.asarray(rows, dtype=np.intp)
-        base, leaf_base, r = self._base(rows)
-        li = np.zeros(base.shape, dtype=np.intp)
-        feat, thr = self.feat, self.thr
-        for _ in range(self.depth):
-            g = base + li
+        bases, leaf_base, r = self._base(rows)
+        li = np.zeros(leaf_base.shape, dtype=np.intp)
+        nodes = self.nodes
+        for base in bases:
+            node = nodes[base + li]
             li *= 2
-            li += 1
-            li += X[r, feat[g]] > thr[g]
+            li += X[r, node["feat"]] > node["thr"]
         depths = self.leaf[leaf_base + li].sum(axis=1)
         den = self.denominator[rows]
         return -np.power(2.0, -np.divide(depths, den, out=np.ones_like(depths), where=den != 0))

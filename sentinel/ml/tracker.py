@@ -49,6 +49,7 @@ from sentinel.ml.window import (
 )
 
 Command = tuple[int, Any, Any]
+_UNSET: list[Any] = []  # a slot's "no verified predecessor" (never a command slot)
 ChannelKey = tuple[str, str, int]
 
 MAX_PENDING = 256  # open requests remembered per connection
@@ -97,7 +98,6 @@ class ChannelState:
         "debounce",
         "episode",
         "extra",
-        "good",
         "key",
         "last_req",
         "lat_bits",
@@ -107,6 +107,7 @@ class ChannelState:
         "lat_thr",
         "ring",
         "slots",
+        "verified",
         "warm",
         "watch",
         "windowed",
@@ -124,11 +125,12 @@ class ChannelState:
         self.slots: dict[Command, list[Any]] = {}
         self.debounce: deque[bool] = deque()
         self.episode = False
-        # Fast paths (set by the subclass): (previous command, command) pairs whose request
-        # needs no ``request`` hook (None: always call it); commands whose changed values need
-        # the ``values_changed`` hook (None: all); the latency check: slow above lat_thr,
-        # alert at lat_k slow among the last bits of lat_mask (0: no check).
-        self.good: set[tuple[Command | None, Command]] | None = None
+        # Fast paths (set by the subclass): ``verified`` lets requests skip the ``request``
+        # hook when ``verify`` marked their (previous command, command) transition; commands
+        # whose changed values need the ``values_changed`` hook (None: all); the latency
+        # check: slow above lat_thr, alert at lat_k slow among the last bits of lat_mask
+        # (0: no check).
+        self.verified = False
         self.watch: set[Command] | None = None
         self.lat_thr = 0.0
         self.lat_mask = 0
@@ -141,14 +143,32 @@ class ChannelState:
 class Conn:
     """Runtime state of one (connection, unit id)."""
 
-    __slots__ = ("ch", "conn", "pending", "prev", "uid")
+    __slots__ = (
+        "ch",
+        "conn",
+        "last_slot",
+        "last_tid",
+        "pending",
+        "prev",
+        "prev_slot",
+        "slot",
+        "uid",
+        "unit",
+    )
 
-    def __init__(self, ch: ChannelState, uid: str, conn: Any) -> None:
+    def __init__(self, ch: ChannelState, uid: str, conn: Any, unit: int = 0) -> None:
         self.ch = ch
         self.uid = uid
+        self.unit = unit
         self.conn = conn
+        # The last request's transaction id and command slot (a poller waits for each
+        # answer: no dictionary needed); older open requests wait in ``pending``.
+        self.last_tid: int | None = None
+        self.last_slot: list[Any] | None = None
         self.pending: dict[int, list[Any] | None] = {}  # transaction id -> command slot
         self.prev: Command | None = None
+        self.prev_slot: list[Any] | None = None
+        self.slot: list[Any] | None = None  # the current request's, for the request hook
 
 
 class Tracker:
@@ -164,7 +184,8 @@ class Tracker:
         self.idle = idle if idle is not None else max(3 * window, 30.0)
         self.max_channels = max_channels
         self.channels: dict[ChannelKey, ChannelState] = {}
-        self.conns: dict[tuple[str, int], Conn] = {}
+        self.conns: dict[str, Conn] = {}  # uid -> its first unit's state
+        self.conns_units: dict[tuple[str, int], Conn] = {}  # (uid, unit) -> state
         self.active: dict[ChannelKey, ChannelState] = {}
         self.hop_end = 0.0
         self.clock = 0.0
@@ -184,6 +205,13 @@ class Tracker:
 
     def request(self, c: Conn, msg: ModbusMessage, cmd: Command, ts: float) -> list[Finding] | None:
         return None
+
+    @staticmethod
+    def verify(c: Conn) -> None:
+        """The current request's transition checked out: the next time this command follows
+        the same previous command on a channel with ``verified`` set, skip the hook."""
+        if c.slot is not None:
+            c.slot[4] = c.prev_slot
 
     # Called for every response only if ``call_response`` (the learner needs them all).
     call_response = False
@@ -228,10 +256,13 @@ class Tracker:
             ch = ChannelState(key, self.nbuckets, self.windowed(key))
             self.channels[key] = ch
             found = self.new_channel(ch, msg)
-        if len(self.conns) >= MAX_CONNS_FACTOR * self.max_channels:
+        if len(self.conns_units) >= MAX_CONNS_FACTOR * self.max_channels:
             self.conns.clear()  # connections are cheap to rebuild; channels keep state
-        c = Conn(ch, msg.uid, conn)
-        self.conns[(msg.uid, msg.unit)] = c
+            self.conns_units.clear()
+        c = Conn(ch, msg.uid, conn, msg.unit)
+        if msg.uid not in self.conns:  # a connection's first unit id: found by uid alone
+            self.conns[msg.uid] = c
+        self.conns_units[(msg.uid, msg.unit)] = c
         return c, found
 
     def modbus(self, msg: ModbusMessage) -> list[Finding] | None:
@@ -239,11 +270,11 @@ class Tracker:
         # One tuple unpack is much cheaper than a dozen NamedTuple attribute look-ups.
         ts, uid, _conn, is_orig, tid, _pid, unit, fc, _func, exc, _len, _frame, fields, lat = msg
         out: list[Finding] | None = None
-        if ts > self.clock:
-            self.clock = ts
-            if ts >= self.hop_end:
-                out = self._advance(ts)
-        c = self.conns.get((uid, unit))
+        if ts >= self.hop_end:
+            out = self._advance(ts)
+        c = self.conns.get(uid)
+        if c is None or c.unit != unit:
+            c = self.conns_units.get((uid, unit))
         if c is None:
             c, found = self._connect(msg)
             if c is None:
@@ -272,7 +303,8 @@ class Tracker:
             slot = slots.get(cmd)
             if slot is None:
                 if len(slots) < MAX_COMMANDS:
-                    slot = slots[cmd] = [cmd, None, None, 0.0]
+                    # [command, last sent, last values read, when, verified after slot]
+                    slot = slots[cmd] = [cmd, None, None, 0.0, _UNSET]
                 else:
                     self.stats["commands_untracked"] += 1
             if write:
@@ -297,18 +329,26 @@ class Tracker:
                 end = address + (quantity if isinstance(quantity, int) and fc != 23 else 1)
                 if end > b[ADDR_HI]:
                     b[ADDR_HI] = end
-            pending = c.pending
-            if len(pending) < MAX_PENDING:
-                pending[tid] = slot
-            else:
-                self.stats["pending_dropped"] += 1
-            good = ch.good
-            if good is None or write or (c.prev, cmd) not in good:
+            if c.last_tid is not None:  # the previous request is still open
+                pending = c.pending
+                if len(pending) < MAX_PENDING:
+                    pending[c.last_tid] = c.last_slot
+                else:
+                    self.stats["pending_dropped"] += 1
+            c.last_tid = tid
+            c.last_slot = slot
+            if write or slot is None or not ch.verified or slot[4] is not c.prev_slot:
+                c.slot = slot
                 found = self.request(c, msg, cmd, ts)
             if not write:
                 c.prev = cmd
+                c.prev_slot = slot
         else:
-            slot = c.pending.pop(tid, None)
+            if tid == c.last_tid:
+                slot = c.last_slot
+                c.last_tid = None
+            else:
+                slot = c.pending.pop(tid, None)
             cmd = slot[0] if slot is not None else None
             b[N_RESP] += 1
             if exc is not None:
@@ -371,6 +411,7 @@ class Tracker:
     def reset_streams(self) -> None:
         """Forget connections and timing (a new capture starts: no continuity with the last)."""
         self.conns.clear()
+        self.conns_units.clear()
         for ch in self.channels.values():
             ch.active = False
             ch.ring.clear()
@@ -386,6 +427,8 @@ class Tracker:
 
     # ------------------------------------------------------------------ windows
     def _advance(self, now: float) -> list[Finding] | None:
+        if now > self.clock:
+            self.clock = now
         hop = self.hop
         if self.hop_end == 0.0 or now - self.hop_end > self.idle:
             # first event, or a long silence: restart the grid; nothing spans the gap

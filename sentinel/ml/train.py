@@ -30,7 +30,7 @@ import logging
 import os
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,23 +66,42 @@ class CaptureInfo:
     sha256: str
 
 
-def capture_info(path: str) -> CaptureInfo:
-    """First and last packet time, packet count and SHA-256 of a capture file."""
+Windows = list[tuple[float, float]]
+
+
+def _inside(ts: float, windows: Windows | None) -> bool:
+    return windows is None or any(a <= ts <= b for a, b in windows)
+
+
+def packets(path: str, windows: Windows | None = None) -> Iterator[tuple[float, int, bytes]]:
+    """A capture's packets, only those inside ``windows`` (epoch seconds) if given."""
+    with CaptureFile(path) as cap:
+        for packet in cap:
+            if _inside(packet[0], windows):
+                yield packet
+
+
+def capture_info(path: str, windows: Windows | None = None) -> CaptureInfo:
+    """First and last packet time, packet count (inside ``windows`` if given) and SHA-256 of
+    a capture file."""
     first = last = None
-    packets = 0
+    count = 0
     with CaptureFile(path) as cap:
         for ts, _lt, _frame in cap:
-            packets += 1
+            if not _inside(ts, windows):
+                continue
+            count += 1
             if first is None:
                 first = ts
             last = ts if last is None or ts > last else last
     if first is None or last is None:
-        raise SentinelError("capture holds no packets", Location(path))
+        where = " inside the approved windows" if windows is not None else ""
+        raise SentinelError(f"capture holds no packets{where}", Location(path))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return CaptureInfo(path, first, last, packets, h.hexdigest())
+    return CaptureInfo(path, first, last, count, h.hexdigest())
 
 
 def plan(infos: list[CaptureInfo], s: MLTrainSettings) -> tuple[float, float, float]:
@@ -164,8 +183,10 @@ class Trainer:
         settings: MLSettings,
         captures: list[str],
         progress: Progress | None = None,
+        windows: Windows | None = None,
     ) -> None:
         self.config = config
+        self.windows = windows
         self.settings = settings
         self.train = settings.train
         self.captures = captures
@@ -179,7 +200,9 @@ class Trainer:
     def run(self) -> Model:
         from sentinel.pipeline import Pipeline
 
-        self.infos = sorted((capture_info(p) for p in self.captures), key=lambda i: i.first)
+        self.infos = sorted(
+            (capture_info(p, self.windows) for p in self.captures), key=lambda i: i.first
+        )
         self.start, self.split, self.end = plan(self.infos, self.train)
         self.learner = Learner(
             self.train, (self.start + self.split) / 2.0, self.settings.max_channels
@@ -187,7 +210,11 @@ class Trainer:
         for info in self.infos:
             self.progress(f"reading {info.path}")
             with tempfile.TemporaryDirectory(prefix="sentinel-train-") as tmp:
-                Pipeline(self.config, tmp, [_Tap(self)]).run(info.path)
+                pipeline = Pipeline(self.config, tmp, [_Tap(self)])
+                if self.windows is None:
+                    pipeline.run(info.path)
+                else:  # only what the operator approved as normal
+                    pipeline.run_packets(packets(info.path, self.windows))
             self.learner.reset_streams()
             if self.engine is not None:
                 self.engine.reset_streams()
@@ -413,8 +440,13 @@ def train_model(
     config: Config,
     settings: MLSettings,
     progress: Progress | None = None,
+    windows: Windows | None = None,
 ) -> Model:
-    """Train and calibrate a model on ``captures`` (see the module docstring)."""
+    """Train and calibrate a model on ``captures`` (see the module docstring); with
+    ``windows`` (epoch seconds), on their packets inside those windows only."""
     if not captures:
         raise SentinelError("no capture to train on")
-    return Trainer(config, settings, list(captures), progress).run()
+    model = Trainer(config, settings, list(captures), progress, windows).run()
+    if windows is not None:
+        model.metadata["approved_windows"] = [list(w) for w in windows]
+    return model

@@ -132,14 +132,14 @@ def test_analyze_with_model_explains_its_findings(lab: dict[str, Path]) -> None:
     ml = [d for d in docs if d["sentinel"]["detector"] == "ml_anomaly"]
     assert ml, "no ml_anomaly finding"
     rules = {d["rule"]["id"] for d in ml}
-    assert {"9000301", "9000307", "9000310"} <= rules  # talker, write value, latency
+    assert {"9000601", "9000607", "9000610"} <= rules  # talker, write value, latency
     for d in ml:
         assert d["rule"]["ruleset"] == "sentinel-ml"
-        assert 9000300 <= int(d["rule"]["id"]) <= 9000399
+        assert 9000600 <= int(d["rule"]["id"]) <= 9000699
         assert d["threat"]["framework"] == "MITRE ATT&CK for ICS"
         assert d["sentinel"]["evidence"]["check"]
         assert d["message"]
-    write = next(d for d in ml if d["rule"]["id"] == "9000307")["sentinel"]["evidence"]
+    write = next(d for d in ml if d["rule"]["id"] == "9000607")["sentinel"]["evidence"]
     limits = {
         (a.address, r.start): [float(r.min), float(r.max)]
         for a in load_site("hospital").config.assets

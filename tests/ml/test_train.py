@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sentinel.errors import SentinelError
@@ -59,3 +61,37 @@ def test_calibration_disarms_what_fires_on_clean_traffic() -> None:
     # a fresh engine on the disarmed model no longer raises those checks
     again = by_rule(feed(engine(model), events))
     assert R.NEW_FUNCTION.rule_id not in again
+
+
+def test_retrain_from_approved_windows_only(tmp_path: Path) -> None:
+    """The scheduler's ``model.retrain``: only traffic inside approved windows is learned."""
+    from sentinel.lab.config import load_site
+    from sentinel.lab.synth import DEFAULT_START, synthesize
+    from sentinel.ml.persist import load_model
+    from sentinel.ml.retrain import run_retrain
+
+    site = load_site("hospital")
+    synthesize(site, 150, [], 41, tmp_path / "cap")
+    # two approved slices of the capture; the 5 minutes between them are never learned
+    approved = [
+        {"start": DEFAULT_START, "end": DEFAULT_START + 4200, "approved_by": "ops"},
+        {"start": "2024-05-06T09:15:00Z", "end": "2024-05-06T10:30:00Z", "approved_by": "ops"},
+    ]
+    out = tmp_path / "m.model"
+    dry = run_retrain(
+        site.config, approved, {"captures": [str(tmp_path / "cap")], "out": out}, dry_run=True
+    )
+    assert dry["dry_run"] is True and not out.exists()
+    assert dry["captures"] == ["capture.pcap"] and dry["windows"][1]["approved_by"] == "ops"
+    done = run_retrain(site.config, approved, {"captures": [str(tmp_path / "cap")], "out": out})
+    assert out.exists() and done["scorers"] >= 1 and "previous" not in done
+    model = load_model(out)
+    assert model.metadata["approved_windows"][0] == [DEFAULT_START, DEFAULT_START + 4200]
+    again = run_retrain(site.config, approved, {"captures": [str(tmp_path / "cap")], "out": out})
+    assert Path(again["previous"]).exists()
+    with pytest.raises(SentinelError, match="no captured packet"):
+        run_retrain(
+            site.config,
+            [{"start": 0, "end": 10, "approved_by": "x"}],
+            {"captures": [str(tmp_path / "cap")], "out": out},
+        )
