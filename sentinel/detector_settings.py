@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sentinel.ml.settings import MLSettings
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -120,6 +122,7 @@ class DetectorSettings(_Strict):
 
     policy: PolicySettings = PolicySettings()
     yara: YaraSettings = YaraSettings()
+    ml: MLSettings = MLSettings()
 
 
 def detector_settings(config: Any) -> DetectorSettings:
