@@ -6,8 +6,8 @@ its hyper-parameters, windows, calibration target). Training settings are stored
 file, and scoring always uses the model's own windows, debounce and thresholds, so a model
 behaves the same whatever config it is later loaded with.
 
-Until the lead wires ``MLSettings`` into the config's ``detectors`` section (as
-``DetectorSettings.ml``), ``ml_settings(config)`` returns the defaults for a config without it.
+``sentinel.detector_settings.DetectorSettings.ml`` holds it; ``ml_settings(config)`` also
+accepts an object without that section (then the defaults apply).
 """
 
 from __future__ import annotations

@@ -63,3 +63,22 @@ def test_settings_validate() -> None:
         MLSettings(train={"debounce_k": 4, "debounce_n": 3})
     with pytest.raises(ValueError):
         MLSettings(train={"estimator": "svm"})
+
+
+def test_the_config_section(tmp_path: Path) -> None:
+    from sentinel.config import load_config
+    from sentinel.errors import ConfigError
+
+    model, _ = baseline_model(seconds=1800)
+    save_model(model, tmp_path / "m.model")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"detectors:\n  ml:\n    model: {tmp_path / 'm.model'}\n"
+        "    train:\n      false_alarms_per_day: 0.5\n"
+    )
+    config = load_config(cfg)
+    assert ml_settings(config).train.false_alarms_per_day == 0.5
+    assert REGISTRY["ml_anomaly"](config).engine is not None
+    cfg.write_text("detectors:\n  ml:\n    train:\n      hop_seconds: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:4:\d+: detectors.ml.train: window_seconds"):
+        load_config(cfg)
