@@ -119,6 +119,28 @@ def make_finding(
     )
 
 
+def message_finding(
+    rule: PolicyRule,
+    detector: str,
+    ruleset: str,
+    msg: Any,
+    message: str,
+    evidence: dict[str, Any],
+) -> Finding:
+    """``make_finding`` about one decoded message (a ``ModbusMessage``): its time, flow, frame."""
+    return make_finding(
+        rule,
+        detector,
+        ruleset,
+        msg.ts,
+        message,
+        evidence,
+        conn=msg.conn,
+        uid=msg.uid,
+        frame=msg.frame,
+    )
+
+
 class Window:
     """A tumbling window of packet time that starts at its first event (deterministic)."""
 

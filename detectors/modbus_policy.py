@@ -56,7 +56,7 @@ from sentinel.events import ConnId, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
-from .common import PolicyRule, Window, make_finding, technique
+from .common import PolicyRule, Window, make_finding, message_finding, technique
 
 RULESET = "sentinel-ot-policy"
 
@@ -754,14 +754,4 @@ class ModbusPolicy(Detector):
     def _finding(
         self, rule: PolicyRule, msg: ModbusMessage, message: str, evidence: dict[str, Any]
     ) -> Finding:
-        return make_finding(
-            rule,
-            self.id,
-            RULESET,
-            msg.ts,
-            message,
-            evidence,
-            conn=msg.conn,
-            uid=msg.uid,
-            frame=msg.frame,
-        )
+        return message_finding(rule, self.id, RULESET, msg, message, evidence)

@@ -48,7 +48,7 @@ from sentinel.events import ConnId, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
-from .common import PolicyRule, Window, make_finding, technique
+from .common import PolicyRule, Window, make_finding, message_finding, technique
 
 RULESET = "sentinel-ot-recon"
 
@@ -440,17 +440,7 @@ class ModbusRecon(Detector):
     def _finding(
         self, rule: PolicyRule, msg: ModbusMessage, message: str, evidence: dict[str, Any]
     ) -> Finding:
-        return make_finding(
-            rule,
-            self.id,
-            RULESET,
-            msg.ts,
-            message,
-            evidence,
-            conn=msg.conn,
-            uid=msg.uid,
-            frame=msg.frame,
-        )
+        return message_finding(rule, self.id, RULESET, msg, message, evidence)
 
     def _enabled(self, out: list[Finding]) -> list[Finding]:
         if self._disabled and out:
