@@ -13,7 +13,9 @@ when OT decoding is off.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,6 +42,8 @@ from sentinel.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
     from sentinel.privacy.pseudonymizer import Pseudonymizer
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
 # A live source yields (now, HEARTBEAT, b"") when idle so that ticks (timeouts, findings
@@ -159,6 +163,10 @@ class Pipeline:
         self.ot_input: OTInput | None = None
         self.unanswered = 0
         self._aggregator = Aggregator(self._emit_finding, immediate=live)
+        # Findings from other threads (``emit_finding``), written by the pipeline's thread.
+        self._external: queue.SimpleQueue[tuple[dict[str, Any], tuple[Sink, ...]]] = (
+            queue.SimpleQueue()
+        )
 
     # -- events from the decoders (the EventBus protocol)
     def modbus(self, msg: ModbusMessage) -> None:
@@ -204,6 +212,43 @@ class Pipeline:
         doc = f.to_ecs(self.config.observer.name, self.sites.for_finding(f))
         for sink in self._sinks:
             sink.finding(doc)
+
+    # -- findings raised outside the packet path (scheduler jobs, playbook failures)
+    def emit_finding(self, document: dict[str, Any], skip: Iterable[Sink] = ()) -> None:
+        """Queue a finding document (ECS, as ``Finding.to_ecs`` makes) raised by another thread;
+        the pipeline's thread writes it to every sink but those in ``skip`` at the next
+        ``drain_findings()``. Thread-safe, never blocks."""
+        self._external.put((document, tuple(skip)))
+
+    def drain_findings(self) -> int:
+        """Write the queued findings of ``emit_finding`` to the sinks, counted in the run's
+        stats; call it from the thread that runs ``run_packets`` (a live source's iterator),
+        never after the run ended. Returns how many were written."""
+        sinks = getattr(self, "_sinks", None)
+        if sinks is None:  # not running yet: they wait
+            return 0
+        n = 0
+        while True:
+            try:
+                doc, skip = self._external.get_nowait()
+            except queue.Empty:
+                return n
+            n += 1
+            self.findings += 1
+            label = (doc.get("sentinel") or {}).get("severity_label") or "unknown"
+            self.findings_by_severity[label] += 1
+            for sink in sinks:
+                if sink in skip:
+                    continue
+                try:
+                    sink.finding(doc)
+                except Exception:  # one sink's failure must not starve the others
+                    log.exception("sink %s: could not write a finding", sink.id)
+
+    @property
+    def findings_waiting(self) -> bool:
+        """Whether ``emit_finding`` queued findings that ``drain_findings`` has not written."""
+        return not self._external.empty()
 
     # -- flows and bytes
     def _choose_analyzer(self, flow: Flow, first_payload: bytes | None) -> ModbusAnalyzer | None:
