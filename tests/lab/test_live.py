@@ -34,11 +34,6 @@ pytestmark = [
         os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"
     ),
 ]
-# Scenarios no default detector catches yet (the detectors are other issues); the test
-# reports them as expected failures, and as passes once a detector catches them.
-# mitm-arp-spoof: the pipeline does not decode ARP yet (IP-MAC binding changes); syn-flood:
-# caught only by the half-open connection detector in progress (another issue).
-PENDING_DETECTORS: set[str] = {"mitm-arp-spoof", "syn-flood"}
 NORMAL_SECONDS = 180.0
 
 
@@ -210,10 +205,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     report = json.loads(sentinel("lab", "score", str(out), str(labels), "--json").stdout)
     assert report["false_positives"] == 0, report
     missed = {s["name"] for s in report["scenarios"] if not s["detected"]}
-    unexpected = missed - PENDING_DETECTORS
-    assert not unexpected, f"not detected: {sorted(unexpected)}"
-    if missed:
-        pytest.xfail(f"waiting for detectors: {sorted(missed)}")
+    assert not missed, f"not detected: {sorted(missed)}"
 
 
 def _normalised(
