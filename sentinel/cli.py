@@ -258,4 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as ``python -m sentinel.cli``, this file is ``__main__``; the command modules register
+    # on the ``sentinel.cli`` module's group, so that is the one to run.
+    from sentinel.cli import main as _main
+
+    _main()

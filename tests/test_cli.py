@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import ZEEK_MODBUS
@@ -93,3 +94,13 @@ def test_site_labels_reach_findings(tmp_path):
     findings = [json.loads(line) for line in (tmp_path / "o" / "findings.jsonl").open()]
     assert findings
     assert all(f["labels"] == {"site": "port-authority", "sector": "transport"} for f in findings)
+
+
+def test_module_entry_points_list_every_command():
+    for module in ("sentinel", "sentinel.cli"):
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        for command in ("analyze", "rules", "run", "jobs", "lab", "model", "privacy"):
+            assert f"  {command} " in proc.stdout, (module, command)

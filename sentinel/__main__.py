@@ -1,0 +1,5 @@
+"""``python -m sentinel``: the ``sentinel`` command."""
+
+from sentinel.cli import main
+
+main()
