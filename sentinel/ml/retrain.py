@@ -3,8 +3,11 @@
 ``run_retrain(config, windows, options, dry_run=False)`` retrains the model from the packets
 of ``options["captures"]`` (capture files, or directories of them) that fall inside the
 approved ``windows`` (``[{"start", "end", "approved_by"}]``, ISO 8601 times or epoch
-seconds), and only those: traffic nobody vouched for never becomes normal. The new model is
-written to ``options["out"]`` (default: the config's ``detectors.ml.model``) atomically; the
+seconds), and only those: traffic nobody vouched for never becomes normal. A window is
+approved when it names who approved it (``approved_by``, not blank) and has ended: nobody
+can vouch for traffic not yet seen, so a window reaching into the future is refused rather
+than let a scheduled retraining learn whatever comes. The new model is written to
+``options["out"]`` (default: the config's ``detectors.ml.model``) atomically; a copy of the
 model it replaces is kept beside it as ``<model>.previous``. With ``dry_run`` nothing is
 trained or written: the report says what would be.
 
@@ -16,6 +19,8 @@ training report's warnings.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,22 +65,40 @@ def _captures(spec: Any) -> list[str]:
     return out
 
 
+def approved_spans(windows: list[dict[str, Any]], now: float) -> list[tuple[float, float]]:
+    """The windows as epoch-second spans; refuses one that is not approved (see the module
+    docstring), empty, or not over at ``now``."""
+    if not windows:
+        raise SentinelError("retraining needs at least one approved window")
+    spans = []
+    for w in windows:
+        if not str(w.get("approved_by") or "").strip():
+            raise SentinelError(f"window not approved (no approved_by): {w}")
+        start, end = _epoch(w["start"]), _epoch(w["end"])
+        if end <= start:
+            raise SentinelError(f"approved window ends before it starts: {w}")
+        if end > now:
+            raise SentinelError(
+                f"approved window has not ended yet: {w} (nobody can vouch for traffic not "
+                "yet seen)"
+            )
+        spans.append((start, end))
+    return spans
+
+
 def run_retrain(
-    config: Any, windows: list[dict[str, Any]], options: dict[str, Any], dry_run: bool = False
+    config: Any,
+    windows: list[dict[str, Any]],
+    options: dict[str, Any],
+    dry_run: bool = False,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Retrain from the approved windows (see the module docstring)."""
     from sentinel.ml.settings import ml_settings
     from sentinel.ml.train import capture_info, plan, train_model
 
     settings = ml_settings(config)
-    if not windows:
-        raise SentinelError("retraining needs at least one approved window")
-    spans = []
-    for w in windows:
-        start, end = _epoch(w["start"]), _epoch(w["end"])
-        if end <= start:
-            raise SentinelError(f"approved window ends before it starts: {w}")
-        spans.append((start, end))
+    spans = approved_spans(windows, time.time() if now is None else now)
     out = options.get("out") or settings.model
     if not out:
         raise SentinelError("retraining needs options.out or detectors.ml.model: where to write")
@@ -107,11 +130,11 @@ def run_retrain(
 
     model = train_model([i.path for i in usable], config, settings, windows=spans)
     target = Path(out)
-    if target.exists():
+    if target.exists():  # a copy: the current model stays in place until the new one is
         previous = target.with_name(target.name + ".previous")
-        os.replace(target, previous)
+        shutil.copy2(target, previous)
         report["previous"] = str(previous)
-    save_model(model, target)
+    save_model(model, target)  # atomic: a temporary file renamed over the current model
     report.update(
         training_hours=model.report["training_hours"],
         calibration_hours=model.report["calibration_hours"],

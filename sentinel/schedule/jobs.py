@@ -12,9 +12,10 @@ Findings of jobs are ECS documents like the pipeline's, with Sentinel's rule ids
 ``retention`` and ``model.retrain`` belong to ``sentinel.privacy`` and ``sentinel.ml``: the
 job calls ``sentinel.privacy.retention.run_retention(config, dry_run=...)`` (what to delete
 and when is the config's ``privacy.retention``; its report becomes the job's ``detail``) and
-``sentinel.ml.retrain.run_retrain(config, windows, options, dry_run=...)`` (returning a dict of
-what it did) when those functions exist, and otherwise refuses with a message that says so;
-it never does half of the work.
+``sentinel.ml.retrain.run_retrain(config, windows, options, dry_run=..., now=...)`` (returning
+a dict of what it did; it refuses, and the job with it, a window that is not approved or has
+not ended) when those functions exist, and otherwise refuses with a message that says so;
+it never does half of the work. A job's own ``dry_run: true`` counts as ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ def _retention(name: str, settings: Any, ctx: JobContext) -> JobResult:
             "and snapshots); nothing was deleted"
         )
         return result
-    report = run(ctx.config, dry_run=ctx.dry_run)
+    dry_run = ctx.dry_run or settings.dry_run
+    report = run(ctx.config, dry_run=dry_run)
     actions = getattr(report, "actions", None) or []
     result.detail = {
         "counts": report.counts() if hasattr(report, "counts") else {},
@@ -218,7 +220,7 @@ def _retention(name: str, settings: Any, ctx: JobContext) -> JobResult:
         "notes": list(getattr(report, "notes", []) or []),
     }
     result.messages += result.detail["notes"]
-    result.status = "dry_run" if ctx.dry_run else "ok"
+    result.status = "dry_run" if dry_run else "ok"
     return result
 
 
@@ -233,11 +235,12 @@ def _retrain(name: str, settings: Any, ctx: JobContext) -> JobResult:
             "of the approved windows); the model was not changed"
         )
         return result
+    dry_run = ctx.dry_run or settings.dry_run
     windows = [w.model_dump() for w in settings.windows]
     result.detail = dict(
-        run(ctx.config, windows, dict(settings.options), dry_run=ctx.dry_run) or {}
+        run(ctx.config, windows, dict(settings.options), dry_run=dry_run, now=ctx.now()) or {}
     )
-    result.status = "dry_run" if ctx.dry_run else "ok"
+    result.status = "dry_run" if dry_run else "ok"
     return result
 
 

@@ -228,6 +228,13 @@ class RetrainWindow(_Strict):
     end: str
     approved_by: str = Field(min_length=1)
 
+    @field_validator("approved_by")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("approved_by names who approved the window")
+        return v.strip()
+
 
 class RetrainJob(_Job):
     """``model.retrain`` (opt-in): retrain the anomaly model from approved windows only."""
