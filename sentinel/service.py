@@ -2,24 +2,32 @@
 
 One process plugs the parts together (docs/service.md):
 
-- a **capture thread** reads ``LiveSource`` (AF_PACKET, kernel BPF) and, when the packet ring
+- the **capture thread** reads ``LiveSource`` (AF_PACKET, kernel BPF) and, when the packet ring
   is on, keeps a copy of each frame for ``capture.snapshot``; frames go through a bounded
   queue (when it is full the thread waits and the kernel buffer absorbs the burst; what the
-  kernel then drops is counted in ``stats.json``);
+  kernel then drops is read every second and served as ``sentinel_kernel_drops_total``, and
+  is in ``stats.json``); with OT decoding on (``ot:``) it also offers each frame to the
+  tshark ``LiveFeed`` (``sentinel/decode/tshark.py``), which never makes it wait;
+- the **OT source**: a worker process runs ``tshark -r -`` on the frames the feed passes
+  (those on the enabled protocols' ports); its events (DNP3, IEC 104, S7comm, ENIP/CIP,
+  BACnet) reach the detectors and ``ot.jsonl`` / ``dnp3.jsonl`` from the pipeline's
+  once-a-second tick; without tshark the run says so once and Modbus is decoded as always;
 - the **pipeline** (main thread, ``live=True``) reads that queue; when no frame arrives for
   ``heartbeat`` seconds it gets a ``HEARTBEAT`` item, so flows time out, findings windows
   close and sinks are flushed in quiet periods too;
 - **sinks**: the JSONL files in ``out_dir``, Elasticsearch when the config enables it, the
   playbook runner (``runner_from_config``) and a small sink that feeds the metrics;
 - the **scheduler** (``SchedulerService``) runs the config's ``jobs:``; its findings, and the
-  runner's "action failed" findings, are handed to the pipeline thread through a queue and
-  written to the same sinks (findings.jsonl, Elasticsearch, playbooks);
+  runner's "action failed" findings, go through ``Pipeline.emit_finding`` and are written by
+  the pipeline thread to the same sinks as packet findings (findings.jsonl, Elasticsearch,
+  the metrics and, for job findings, the playbooks), counted in the run's stats;
 - the **metrics endpoint** (``service.metrics``) serves ``/metrics`` and ``/healthz``.
 
-SIGTERM or SIGINT stops the capture; the pipeline then drains what was read, the scheduler
-stops, queued playbook runs finish (``playbooks.close_timeout``), the sinks are flushed and
-closed (the Elasticsearch spool keeps what was not sent), ``stats.json`` is written and the
-process exits 0. A capture that ends by itself (the interface went away) exits 1.
+SIGTERM or SIGINT stops the capture; the pipeline then drains what was read (the OT feed is
+closed: tshark dissects what it was given and exits, within ``ot.finish_timeout`` or 10 s),
+the scheduler stops, queued playbook runs finish (``playbooks.close_timeout``), the sinks are
+flushed and closed (the Elasticsearch spool keeps what was not sent), ``stats.json`` is
+written and the process exits 0. A capture that ends by itself (the interface went away) exits 1.
 
 Sensor settings come from the config's ``sensor:`` section when the config schema has one,
 else from the defaults; ``--interface`` and ``--out`` override them.
@@ -43,6 +51,7 @@ import orjson
 
 from sentinel.cli import cli
 from sentinel.config import Config, SensorSettings, load_config
+from sentinel.decode.tshark import LiveFeed, OTInput, effective_settings, find_tshark
 from sentinel.errors import SentinelError
 from sentinel.pipeline.engine import HEARTBEAT
 from sentinel.privacy.runtime import pseudonymizer_for
@@ -81,10 +90,14 @@ class Service:
         self.out_dir = sensor.out_dir
         self.stop_requested = threading.Event()
         self._frames: queue.Queue[Any] = queue.Queue(sensor.queue_frames)
-        # Findings from other threads (scheduler jobs, failed playbook actions), with whether
-        # the playbook runner still has to see them; written by the pipeline thread.
-        self._external: queue.Queue[tuple[dict[str, Any], bool]] = queue.Queue()
+        # Findings from other threads (scheduler jobs, failed playbook actions) go through
+        # Pipeline.emit_finding; those raised after the sinks closed are appended at the end.
         self.external_findings = 0
+        self.late_findings = 0
+        self._late: list[dict[str, Any]] = []
+        self._emit_lock = threading.Lock()
+        self.ot_feed: LiveFeed | None = None
+        self.ot_input: OTInput | None = None
         self.heartbeats = 0
         self.last_progress = time.monotonic()
         self.source: Any = None
@@ -94,6 +107,8 @@ class Service:
         self.metrics_server: Any = None
         self.es_sink: Any = None
         self.pipeline: Any = None
+        self.pseudonymizer: Any = None  # privacy: built in run(), rotated by _privacy_tick
+        self.clock = time.time  # wall clock of key rotation (tests drive a fake one)
         self._reader: threading.Thread | None = None
         self._capture_error: str | None = None
         self._shutdown_done = False
@@ -121,7 +136,7 @@ class Service:
             )
         self.runner = runner_from_config(
             self.config,
-            emit=lambda doc: self._external.put((doc, False)),  # the runner saw it already
+            emit=lambda doc: self._emit(doc, to_runner=False),  # the runner saw it already
             metrics=self.metrics,
             ring=self.ring,
             scans=self._queue_scan,
@@ -130,12 +145,14 @@ class Service:
         self.source = LiveSource(
             self.sensor.interfaces, bpf=self.sensor.bpf, buffer_bytes=self.sensor.buffer_bytes
         )
+        self.metrics.bind_capture(self._kernel_counters)
+        self._ot_setup()
         if self.config.jobs:
             from sentinel.schedule.service import SchedulerService
 
             self.scheduler = SchedulerService(
                 self.config,
-                emit=lambda doc: self._external.put((doc, True)),
+                emit=lambda doc: self._emit(doc, to_runner=True),
                 devices=self._devices,
                 metrics=self.metrics,
             ).start()
@@ -163,6 +180,43 @@ class Service:
         sink = ElasticsearchSink(resolve(section), self.config.observer.name, site_of)
         Spool(sink.spool_dir).close()  # a spool another sensor holds: refuse before capturing
         return sink
+
+    def _ot_setup(self) -> None:
+        """The tshark OT source of this run (off when ``ot:`` enables no protocol)."""
+        settings = effective_settings(self.config)
+        if not settings.enabled or not settings.enabled_protocols():
+            return
+        interfaces = tuple(self.sensor.interfaces)
+        if find_tshark(settings.tshark) is None:
+            log.warning(
+                "tshark not found (ot.tshark: %s): DNP3, IEC 104, S7comm, EtherNet/IP-CIP and "
+                "BACnet are not decoded in this run; Modbus/TCP is. Install tshark or set "
+                "ot.enabled: false to silence this.",
+                settings.tshark,
+            )
+            self.ot_input = OTInput(interfaces=interfaces)  # stats.json: "tshark-missing"
+            return
+        self.ot_feed = LiveFeed(settings.server_ports(), max_frames=self.sensor.queue_frames)
+        self.ot_input = OTInput(interfaces=interfaces, feed=self.ot_feed)
+
+    def _kernel_counters(self) -> dict[str, tuple[int, int]]:
+        """Fresh kernel counters of the capture sockets (for a metrics scrape)."""
+        source = self.source
+        if source is None:
+            return {}
+        source.read_kernel_stats()
+        return source.kernel_counters()
+
+    def _emit(self, doc: dict[str, Any], to_runner: bool) -> None:
+        """A finding from another thread: to the pipeline's sinks (all but the runner when it
+        raised the finding itself), or kept for findings.jsonl once the sinks are closed."""
+        with self._emit_lock:
+            self.external_findings += 1
+            pipeline = self.pipeline
+            if pipeline is None or self._shutdown_done:
+                self._late.append(doc)
+                return
+        pipeline.emit_finding(doc, skip=() if to_runner else (self.runner,))
 
     def _queue_scan(self, job: str, address: str) -> str:
         if self.scheduler is None:
@@ -194,8 +248,15 @@ class Service:
         try:
             frames = self.ring.tap(self.source) if self.ring is not None else iter(self.source)
             put = self._frames.put
-            for item in frames:
-                put(item)
+            feed = self.ot_feed
+            if feed is None:
+                for item in frames:
+                    put(item)
+            else:  # frame numbers as the pipeline counts them (every frame of the queue)
+                offer = feed.offer
+                for number, item in enumerate(frames, 1):
+                    offer(number, item[0], item[2])
+                    put(item)
         except Exception as exc:  # a capture failure ends the run; the pipeline still closes
             self._capture_error = f"{type(exc).__name__}: {exc}"
             log.error("capture failed: %s", self._capture_error)
@@ -206,6 +267,7 @@ class Service:
         """What the pipeline reads: frames, heartbeats when idle, then the shutdown steps."""
         get = self._frames.get
         timeout = self.sensor.heartbeat
+        pipeline = self.pipeline
         packets = self.metrics.packets
         while True:
             try:
@@ -214,14 +276,16 @@ class Service:
                 self._drain_external()
                 self.heartbeats += 1
                 self.last_progress = time.monotonic()
+                self._privacy_tick()
                 yield time.time(), HEARTBEAT, b""
                 continue
             if item is _END:
                 break
-            if not self._external.empty():
+            if pipeline.findings_waiting:
                 self._drain_external()
             packets.inc()
             self.last_progress = time.monotonic()
+            self._privacy_tick()
             yield item
         # The capture stopped: stop what produces findings, let queued runs finish, and
         # write every finding they produced while the sinks are still open.
@@ -230,21 +294,16 @@ class Service:
             self.runner.wait_idle(self.config.playbooks.close_timeout)
         self._drain_external()
 
+    def _privacy_tick(self) -> None:
+        """Key rotation while running (privacy.pseudonymization.rotation), on the pipeline
+        thread between two frames, so no record mixes two keys; cheap (it works once a
+        second)."""
+        if self.pseudonymizer is not None:
+            self.pseudonymizer.tick(self.clock())
+
     def _drain_external(self) -> None:
-        sinks = getattr(self.pipeline, "_sinks", None) or []
-        while True:
-            try:
-                doc, to_runner = self._external.get_nowait()
-            except queue.Empty:
-                return
-            self.external_findings += 1
-            for sink in sinks:
-                if sink is self.runner and not to_runner:
-                    continue
-                try:
-                    sink.finding(doc)
-                except Exception:
-                    log.exception("sink %s: could not write a finding", sink.id)
+        if self.pipeline is not None:
+            self.pipeline.drain_findings()
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -269,16 +328,15 @@ class Service:
         started = time.time()
         try:
             sinks = self._build()
+            self.pseudonymizer = pseudonymizer_for(self.config)  # the config's privacy section
             self.pipeline = Pipeline(
                 self.config,
                 self.out_dir,
                 sinks=sinks,
                 live=True,
-                pseudonymizer=pseudonymizer_for(self.config),  # the config's privacy section
+                pseudonymizer=self.pseudonymizer,
             )
-            # No tshark OT source yet: on live interfaces OTBridge.drain waits for tshark to
-            # end, which it never does (see docs/service.md, "Limits"); Modbus is native.
-            self.pipeline.ot_input = None
+            self.pipeline.ot_input = self.ot_input  # None: OT decoding is off
             self._reader = threading.Thread(target=self._read, name="sentinel-capture", daemon=True)
             self._reader.start()
             log.warning("capturing on %s into %s", ", ".join(self.sensor.interfaces), self.out_dir)
@@ -298,36 +356,44 @@ class Service:
                 "stop": "signal" if self.stopping else "capture ended",
                 "capture_error": self._capture_error,
                 "heartbeats": self.heartbeats,
-                "external_findings": self.external_findings + late,
+                "external_findings": self.external_findings,
+                "late_findings": late,
                 "playbook_runs_dropped": getattr(self.runner, "dropped", 0),
                 "ring_frames": len(self.ring) if self.ring is not None else None,
             },
         }
-        stats["findings"] += self.external_findings + late
+        stats["findings"] += late  # those drained by the pipeline are counted already
         with open(os.path.join(self.out_dir, "stats.json"), "wb") as f:
             f.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         return stats
 
     def _late_findings(self) -> int:
-        """Findings handed over after the sinks closed: appended to findings.jsonl."""
-        n = 0
-        path = os.path.join(self.out_dir, "findings.jsonl")
-        while True:
-            try:
-                doc, _ = self._external.get_nowait()
-            except queue.Empty:
-                return n
-            with open(path, "ab") as f:
-                f.write(orjson.dumps(doc) + b"\n")
-            n += 1
+        """Findings handed over after the sinks closed (a playbook run that failed while
+        the runner closed): appended to findings.jsonl only (the other sinks are closed)."""
+        with self._emit_lock:
+            docs = self._late
+            self._late = []
+        if self.pipeline is not None:
+            docs = self.pipeline.take_findings() + docs
+        if docs:
+            with open(os.path.join(self.out_dir, "findings.jsonl"), "ab") as f:
+                for doc in docs:
+                    f.write(orjson.dumps(doc) + b"\n")
+            log.warning("%d findings raised after the sinks closed: findings.jsonl only", len(docs))
+        self.late_findings = len(docs)
+        return len(docs)
 
     def _shutdown(self) -> None:
         """Stop every thread and server this service started (idempotent)."""
         if self._shutdown_done:
             return
-        self._shutdown_done = True
+        with self._emit_lock:
+            self._shutdown_done = True
         if self.source is not None:
             self.source.stop()
+        if self.ot_feed is not None:  # the bridge closed it already unless the run failed
+            self.ot_feed.disable()
+            self.ot_feed.close(timeout=1.0)
         if self._reader is not None:
             # The pipeline normally drained the queue; after an error, unblock the reader.
             while self._reader.is_alive():

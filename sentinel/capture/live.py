@@ -14,7 +14,11 @@ treats a pcap. One raw ``AF_PACKET`` socket per interface (Linux ``packet(7)``):
 - frames the capturing host sends itself (``PACKET_OUTGOING``) are skipped, so a frame is
   seen once;
 - the kernel's counters (``PACKET_STATISTICS``: frames that passed the filter, frames dropped
-  because the socket buffer was full) are read and accumulated; ``stats()`` reports them.
+  because the socket buffer was full) are read while capturing (every ``stats_interval``
+  seconds by the capture loop, and whenever ``read_kernel_stats()`` is called, e.g. by a
+  metrics scrape) and at the end. The kernel resets them at each read, so they are
+  accumulated, per interface (``kernel_counters()``) and in total (``stats()``), under a lock:
+  any thread may read them.
 
 Iteration ends when ``stop()`` is called (from a signal handler, another thread or the
 consumer) or when an interface goes away. Frames are read in batches from every readable
@@ -25,15 +29,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from sentinel.errors import CaptureError
 
+log = logging.getLogger(__name__)
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -76,6 +83,7 @@ class LiveSource:
         bpf: str | None = None,
         promisc: bool = True,
         buffer_bytes: int = 16 << 20,
+        stats_interval: float = 1.0,
     ) -> None:
         if not interfaces:
             raise CaptureError("no interface to capture from")
@@ -84,6 +92,10 @@ class LiveSource:
         self.kernel_packets = 0
         self.kernel_drops = 0
         self.frames = 0
+        self.stats_interval = stats_interval
+        # interface -> [packets, drops] accumulated from PACKET_STATISTICS (reset by reads).
+        self._kernel: dict[str, list[int]] = {name: [0, 0] for name in self.interfaces}
+        self._stats_lock = threading.Lock()
         self._stopped = threading.Event()
         self._socks: list[tuple[str, socket.socket]] = []
         try:
@@ -149,12 +161,16 @@ class LiveSource:
             by_fd[sock.fileno()] = sock
         poller.register(self._wake_r.fileno(), select.POLLIN)
         cmsg_size = socket.CMSG_SPACE(_TIMESPEC.size)
+        next_stats = time.monotonic() + self.stats_interval
         try:
             while not self._stopped.is_set():
                 try:
                     ready = poller.poll(500)
                 except InterruptedError:
                     continue
+                if self.stats_interval and time.monotonic() >= next_stats:
+                    self.read_kernel_stats()
+                    next_stats = time.monotonic() + self.stats_interval
                 for fd, events in ready:
                     sock = by_fd.get(fd)
                     if sock is None:
@@ -180,40 +196,59 @@ class LiveSource:
                                 sec, nsec = _TIMESPEC.unpack_from(data)
                                 ts = sec + nsec * 1e-9
                         if ts is None:
-                            import time
-
                             ts = time.time()
                         self.frames += 1
                         yield ts, LINKTYPE_ETHERNET, frame
         finally:
-            self._read_kernel_stats()
+            self.read_kernel_stats()
 
-    def _read_kernel_stats(self) -> None:
-        for _name, sock in self._socks:
-            try:
-                packets, drops = _STATS.unpack(
-                    sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size)
-                )
-            except OSError:
-                continue
-            # The kernel resets its counters at each read; tp_packets includes the drops.
-            self.kernel_packets += packets
-            self.kernel_drops += drops
+    def read_kernel_stats(self) -> int:
+        """Read and accumulate the kernel's counters now (any thread); the new drops."""
+        new_drops = 0
+        with self._stats_lock:
+            for name, sock in self._socks:
+                try:
+                    packets, drops = _STATS.unpack(
+                        sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size)
+                    )
+                except OSError:  # closed, or the interface went away
+                    continue
+                # The kernel resets its counters at each read; tp_packets includes the drops.
+                counters = self._kernel[name]
+                counters[0] += packets
+                counters[1] += drops
+                self.kernel_packets += packets
+                self.kernel_drops += drops
+                new_drops += drops
+                if drops:
+                    log.warning(
+                        "%s: the kernel dropped %d frames (socket buffer full)", name, drops
+                    )
+        return new_drops
+
+    def kernel_counters(self) -> dict[str, tuple[int, int]]:
+        """Interface -> (packets, drops) counted by the kernel so far (as last read)."""
+        with self._stats_lock:
+            return {name: (c[0], c[1]) for name, c in self._kernel.items()}
 
     def stats(self) -> dict[str, Any]:
-        """What the kernel counted since the sockets were opened (read at the last stop)."""
+        """What the kernel counted since the sockets were opened (as last read)."""
         return {
             "interfaces": self.interfaces,
             "bpf": self.bpf,
             "frames": self.frames,
             "kernel_packets": self.kernel_packets,
             "kernel_drops": self.kernel_drops,
+            "kernel_by_interface": {
+                name: {"packets": p, "drops": d} for name, (p, d) in self.kernel_counters().items()
+            },
         }
 
     def close(self) -> None:
-        for _name, sock in self._socks:
-            sock.close()
-        self._socks = []
+        with self._stats_lock:
+            for _name, sock in self._socks:
+                sock.close()
+            self._socks = []
         for s in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
             if s is not None:
                 s.close()

@@ -43,11 +43,21 @@ per packet), so a capture without OT traffic costs nothing either. Without tshar
 only waits for that first OT flow to say, once, how to install it; the Modbus path is
 unaffected either way.
 
-*Live interfaces.* ``OTInput(interfaces=(...))`` runs ``tshark -i IFACE -l`` with the same
-display filter and ``-M ot.live_session_reset`` (tshark otherwise keeps state for every packet
-it has seen); the live collector (``sentinel/capture/live.py``) sets ``Pipeline.ot_input``
-before ``run_packets``, and ``lazy_start`` does not apply (tshark must see the traffic from
-the start). Events are then joined by 5-tuple and packet time instead of frame numbers.
+*Live capture.* ``sentinel run`` feeds tshark the frames its own sensor captured
+(``OTInput(interfaces=..., feed=LiveFeed(...))``): the capture thread offers every frame to
+the ``LiveFeed`` with its frame number (the pipeline's), which keeps those that ``may_carry``
+OT traffic in a bounded queue (full: the frame is dropped for tshark and counted, the capture
+never waits); a writer thread writes them as a pcapng stream, each with the prefilter's
+``"<frame number> <time stamp>"`` comment, into the worker's stdin, which is tshark's
+(``tshark -r - -l -M ot.live_session_reset``). Events then carry the native frame numbers and
+are joined and delivered exactly as from a file, from the once-a-second tick (heartbeats keep
+it going when the network is quiet). At the end of the run the feed is closed: tshark reads
+EOF, finishes and exits, and ``drain`` delivers the last events (at most
+``ot.finish_timeout`` seconds, ``LIVE_FINISH_TIMEOUT`` when 0). The worker runs in a session
+of its own, so a Ctrl-C meant for the service does not kill it before the drain, and it ends
+by itself when the service dies (its stdin reaches EOF). ``OTInput(interfaces=(...))`` without
+a feed runs ``tshark -i IFACE -l`` with the capture filter; its events are joined by 5-tuple
+and packet time, and ``drain`` takes what has arrived and stops it (a live tshark never ends).
 """
 
 from __future__ import annotations
@@ -59,18 +69,29 @@ import json
 import logging
 import os
 import pickle
+import queue
 import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sentinel.decode.ot_settings import PROTOCOLS, OTSettings, ot_settings
-from sentinel.decode.tshark_worker import HEADER, READ_CHUNK
+from sentinel.decode.tshark_worker import (
+    _EPB,
+    _IDB,
+    _LENS,
+    _OPT,
+    _SHB,
+    HEADER,
+    READ_CHUNK,
+    may_carry,
+)
 from sentinel.events import ConnId, OTEvent
 
 if TYPE_CHECKING:
@@ -86,6 +107,7 @@ INSTALL_HINT = (
     "`sentinel analyze --no-ot` silences this."
 )
 MAX_CHUNKS_PER_POLL = 64  # at most 64 MiB read per tick
+LIVE_FINISH_TIMEOUT = 10.0  # seconds a live run waits for tshark at its end (finish_timeout 0)
 BASE_LAYERS = ("frame", "ip", "ipv6", "tcp", "udp")
 DEFAULT_DISSECTOR_PORTS = {  # ports tshark already hands to each protocol's dissector
     "dnp3": {20000},
@@ -123,16 +145,130 @@ def find_tshark(name: str = "tshark") -> str | None:
     return shutil.which(name)
 
 
+class LiveFeed:
+    """The frames a live sensor captured, handed to tshark through a pipe (module docstring).
+
+    ``offer`` (the capture thread) never blocks: a frame that cannot carry OT traffic is
+    ignored, one that finds the queue full is dropped for tshark (``dropped``). ``attach``
+    starts the writer thread on the worker's stdin; frames offered before wait in the queue.
+    ``close`` lets the writer write what is queued, then closes the pipe (tshark reads EOF);
+    ``disable`` (no tshark) makes ``offer`` a no-op and discards the queue.
+    """
+
+    def __init__(self, ports: frozenset[int], max_frames: int = 65536) -> None:
+        self.ports = ports
+        self.offered = self.passed = self.dropped = self.written = 0
+        self.error: str | None = None
+        self._queue: queue.Queue[tuple[int, float, bytes]] = queue.Queue(max_frames)
+        self._closing = threading.Event()
+        self._disabled = False
+        self._thread: threading.Thread | None = None
+
+    def offer(self, number: int, ts: float, frame: bytes) -> None:
+        """Frame ``number`` of the run (as the pipeline counts them), Ethernet."""
+        if self._disabled or self._closing.is_set():
+            return
+        self.offered += 1
+        if not may_carry(1, frame, self.ports):
+            return
+        try:
+            self._queue.put_nowait((number, ts, frame))
+            self.passed += 1
+        except queue.Full:
+            self.dropped += 1
+
+    def attach(self, pipe: Any) -> None:
+        self._thread = threading.Thread(
+            target=self._write, args=(pipe,), name="sentinel-ot-feed", daemon=True
+        )
+        self._thread.start()
+
+    def disable(self) -> None:
+        self._disabled = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then EOF for tshark (waits at most ``timeout`` seconds)."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        out = {
+            "frames_offered": self.offered,
+            "frames_to_tshark": self.written,
+            "frames_dropped": self.dropped,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def _write(self, pipe: Any) -> None:
+        get = self._queue.get
+        try:
+            pipe.write(_SHB.pack(0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+            # One Ethernet interface, nanosecond time stamps (if_tsresol = 9).
+            pipe.write(_IDB.pack(1, 32, 1, 0, 0, 9, 1, 9, 0, 0, 0, 0, 0, 32))
+            pipe.flush()
+            while True:
+                try:
+                    item = get(timeout=0.2)
+                except queue.Empty:
+                    if self._closing.is_set():
+                        break
+                    continue
+                batch = [item]
+                with contextlib.suppress(queue.Empty):
+                    while len(batch) < 256:
+                        batch.append(self._queue.get_nowait())
+                pipe.write(b"".join(_epb(*it) for it in batch))
+                pipe.flush()
+                self.written += len(batch)
+        except (BrokenPipeError, OSError, ValueError) as exc:  # the worker went away
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.disable()
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.close()
+
+
+def _epb(number: int, ts: float, frame: bytes) -> bytes:
+    """An Enhanced Packet Block with the ``"<frame number> <time stamp>"`` comment (as the
+    prefilter writes them, ``sentinel.decode.tshark_worker.Prefilter``)."""
+    ns = int(ts * 1e9)
+    comment = f"{number} {ts!r}".encode()
+    option = _OPT.pack(1, len(comment)) + comment + b"\0" * (-len(comment) % 4) + b"\0\0\0\0"
+    pad = -len(frame) % 4
+    size = 32 + len(frame) + pad + len(option)
+    header = _EPB.pack(6, size, 0, ns >> 32, ns & 0xFFFFFFFF)
+    return (
+        header
+        + _LENS.pack(len(frame), len(frame))
+        + frame
+        + b"\0" * pad
+        + option
+        + size.to_bytes(4, "little")
+    )
+
+
 @dataclass(frozen=True)
 class OTInput:
-    """What tshark reads: a capture file, or live interfaces."""
+    """What tshark reads: a capture file, live interfaces, or a live sensor's ``feed``."""
 
     file: str | None = None
     interfaces: tuple[str, ...] = ()
+    feed: LiveFeed | None = field(default=None, compare=False)
 
     @property
     def live(self) -> bool:
         return self.file is None
+
+    @property
+    def numbered(self) -> bool:
+        """Whether events carry the native path's frame numbers (joined by frame)."""
+        return self.file is not None or self.feed is not None
 
 
 def tshark_command(tshark: str, settings: OTSettings, source: OTInput) -> list[str]:
@@ -141,14 +277,18 @@ def tshark_command(tshark: str, settings: OTSettings, source: OTInput) -> list[s
 
     protocols = settings.enabled_protocols()
     layers: list[str] = list(BASE_LAYERS)
-    if settings.prefilter and source.file is not None:
-        layers.append("pkt_comment")  # the prefilter's frame number and time stamp
+    if (settings.prefilter and source.file is not None) or source.feed is not None:
+        layers.append("pkt_comment")  # the prefilter's (the feed's) frame number and time
     filters: list[str] = []
     for p in protocols:
         layers += MODULES[p].LAYERS
         filters.append(MODULES[p].FILTER)
     cmd = [tshark, "-n"]
-    if source.file is not None:
+    if source.feed is not None:  # the worker's stdin: the sensor's frames, as they come
+        cmd += ["-r", "-", "-l"]
+        if settings.live_session_reset:
+            cmd += ["-M", str(settings.live_session_reset)]
+    elif source.file is not None:
         # With the prefilter the worker feeds tshark the capture's OT packets on stdin.
         cmd += ["-r", "-" if settings.prefilter else source.file]
     else:
@@ -189,6 +329,8 @@ def worker_spec(cmd: list[str], settings: OTSettings, source: OTInput) -> dict[s
     }
     if settings.prefilter and source.file is not None:
         spec["prefilter"] = {"file": source.file, "ports": sorted(settings.server_ports())}
+    if source.feed is not None:
+        spec["stdin"] = True  # tshark reads the feed's pcapng stream from the worker's stdin
     return spec
 
 
@@ -199,13 +341,19 @@ class TsharkSource:
     def __init__(self, cmd: list[str], settings: OTSettings, source: OTInput) -> None:
         spec = worker_spec(cmd, settings, source)
         env = dict(os.environ)
+        feed = source.feed
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sentinel.decode.tshark_worker", json.dumps(spec)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            # Fed live: a terminal's Ctrl-C (or a group signal) must not kill it before the
+            # drain; it ends with EOF on its stdin, which also happens when the service dies.
+            start_new_session=feed is not None,
         )
+        if feed is not None:
+            feed.attach(self.proc.stdin)
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         os.set_blocking(self._fd, False)
@@ -398,6 +546,9 @@ class OTBridge:
         self.flows = flows
         self.settings = settings
         self.input = source
+        # Events carry the native frame numbers (a file, a live feed): joined by frame; else
+        # (tshark on a live interface) by packet time.
+        self._by_time = not source.numbered
         self.ports = settings.server_ports()
         self.tshark = find_tshark(settings.tshark)
         self.source: TsharkSource | None = None
@@ -451,8 +602,11 @@ class OTBridge:
         return self._choose(flow, first_payload)
 
     def _start(self) -> None:
+        feed = self.input.feed
         if self.tshark is None:
             self.status = "tshark-missing"
+            if feed is not None:
+                feed.disable()
             _warn_missing()
             return
         cmd = tshark_command(self.tshark, self.settings, self.input)
@@ -461,6 +615,8 @@ class OTBridge:
             self.source = TsharkSource(cmd, self.settings, self.input)
         except OSError as exc:
             self.status = "failed"
+            if feed is not None:
+                feed.disable()
             self.messages.append(f"cannot start the tshark worker: {exc}")
             log.warning("OT decoding: cannot start the tshark worker: %s", exc)
             return
@@ -483,7 +639,16 @@ class OTBridge:
         """End of the capture: wait for tshark, deliver every event, before flows end."""
         if self.source is None:
             return
+        if self.input.live and self.input.feed is None:
+            # tshark on an interface never ends: deliver what it has sent, then stop it.
+            self._pending.extend(self.source.poll())
+            self._deliver(None, None)
+            self._finish_source()
+            return
         timeout = self.settings.finish_timeout
+        if self.input.feed is not None:
+            self.input.feed.close()  # EOF: tshark dissects what it was given, then exits
+            timeout = timeout or LIVE_FINISH_TIMEOUT
         deadline = time.monotonic() + timeout if timeout else None
         for items in self.source.wait(deadline):
             self._pending.extend(items)
@@ -495,6 +660,9 @@ class OTBridge:
 
     def close(self) -> None:
         """Always called at the end of a run (also after an error)."""
+        if self.input.feed is not None:
+            self.input.feed.disable()
+            self.input.feed.close(timeout=1.0)
         if self.source is not None:
             self._finish_source()
         if self.dnp3_log is not None:
@@ -545,7 +713,7 @@ class OTBridge:
         if self.dnp3_log is not None and (key[1] in self._dnp3_ports or key[3] in self._dnp3_ports):
             # Its open DNP3 record is written once every event up to its last frame has been
             # delivered (Zeek writes it when the connection is removed).
-            mark = flow.last_ts if self.input.live else flow.last_frame
+            mark = flow.last_ts if self._by_time else flow.last_frame
             heapq.heappush(self._dnp3_ends, (mark, flow.uid))
             if len(self._dnp3_ends) > self.settings.max_ended_flows:
                 self.dnp3_log.flow_ended(heapq.heappop(self._dnp3_ends)[1])
@@ -553,7 +721,7 @@ class OTBridge:
 
     # -- joining and delivering
     def _resolve(self, key: tuple, ev: OTEvent) -> tuple[str, ConnId, bool] | None:
-        live = self.input.live
+        live = self._by_time
         entry = self.flows.index.get(key)
         if entry is not None:
             flow, is_orig = entry
@@ -580,7 +748,7 @@ class OTBridge:
         """Deliver pending events in tshark's (frame) order, up to the first one whose frame
         the native path has not processed yet; everything when ``processed`` is None."""
         pending = self._pending
-        live = self.input.live
+        live = self._by_time
         while pending:
             key, ev = pending[0]
             if processed is not None and (ev.ts > now if live else ev.frame > processed):  # type: ignore[operator]
@@ -634,6 +802,8 @@ class OTBridge:
             "events_by_operation": dict(self.by_operation.most_common()),
             "events_without_flow": self.counts["events_without_flow"],
         }
+        if self.input.feed is not None:
+            out["feed"] = self.input.feed.stats()
         if self.worker_end is not None:
             out["tshark"] = {"path": self.tshark, "version": self.worker_end.get("version")}
             out["worker"] = {
@@ -687,8 +857,10 @@ def is_broadcast(address: str) -> bool:
 
 __all__ = [
     "INSTALL_HINT",
+    "LIVE_FINISH_TIMEOUT",
     "PROTOCOLS",
     "Dnp3Log",
+    "LiveFeed",
     "OTBridge",
     "OTInput",
     "TsharkSource",

@@ -5,7 +5,9 @@ sentinel.decode.tshark_worker SPEC_JSON`` (SPEC: the tshark command, the enabled
 ``max_objects`` and the protocols' ports). It runs tshark, splits its ``-T json`` output into
 packets as it streams, turns them into events with ``sentinel.decode.ot`` and writes them to
 stdout as length-prefixed pickled batches of ``(flow key, OTEvent)``; the last message is a
-dict with ``end``, tshark's exit code, its stderr (tail) and counters. It imports only the
+dict with ``end``, tshark's exit code, its stderr (tail) and counters. With ``stdin`` in the
+SPEC (a live sensor's ``LiveFeed``) tshark reads the worker's own stdin, a pcapng stream whose
+packet comments carry the sensor's frame numbers and time stamps. It imports only the
 standard library, orjson and the normalisers, so it starts fast.
 """
 
@@ -40,12 +42,14 @@ HEADER = struct.Struct(">I")
 BATCH = 512  # events per message to the pipeline
 READ_CHUNK = 1 << 20
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}
-_NOISE = ("Running as user", "This could be dangerous")
+_NOISE = ("Running as user", "This could be dangerous", "resetting session")  # tshark -M
 _SUMMARY = re.compile(r"^prefilter: (\d+) of (\d+) packets$")
 
 
-def split_packets(stream: BinaryIO | int) -> Iterator[bytes]:
-    """tshark's ``-T json`` array, one packet object at a time, as it streams.
+def split_packets(stream: BinaryIO | int, chunk_ends: bool = False) -> Iterator[bytes]:
+    """tshark's ``-T json`` array, one packet object at a time, as it streams; with
+    ``chunk_ends``, also ``b""`` after the packets of each read (nothing more is waiting), so
+    that a live reader can send what it has instead of waiting for a full batch.
 
     tshark pretty-prints with two spaces per level: a packet object opens with ``"  {"``
     and closes with ``"  }"`` at the start of a line; everything inside is indented
@@ -70,6 +74,8 @@ def split_packets(stream: BinaryIO | int) -> Iterator[bytes]:
             start = end + 4
         del buf[:start]
         scan = max(0, len(buf) - 3)
+        if chunk_ends:
+            yield b""
 
 
 class FrameParser:
@@ -370,7 +376,10 @@ def _work(spec: dict[str, Any], children: list[subprocess.Popen]) -> int:
     feeder = None
     try:
         stdin: Any = subprocess.DEVNULL
-        if spec.get("prefilter"):
+        if spec.get("stdin"):  # a live sensor's feed (pcapng with frame comments): tshark's
+            stdin = sys.stdin.fileno()
+            parser.renumber = True
+        elif spec.get("prefilter"):
             pf = spec["prefilter"]
             feeder = subprocess.Popen(
                 [
@@ -419,8 +428,14 @@ def _work(spec: dict[str, Any], children: list[subprocess.Popen]) -> int:
         thread.start()
     batch: list[tuple[tuple, OTEvent]] = []
     packets = 0
+    live = bool(spec.get("stdin"))  # events go out as soon as tshark has written them
     assert proc.stdout is not None
-    for raw in split_packets(proc.stdout):
+    for raw in split_packets(proc.stdout, chunk_ends=live):
+        if not raw:  # live: the end of what tshark has written so far
+            if batch:
+                send(batch)
+                batch = []
+            continue
         packets += 1
         batch.extend(parser.parse(raw))
         if len(batch) >= BATCH:
@@ -475,10 +490,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     return worker_main(json.loads(args[0]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

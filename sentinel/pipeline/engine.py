@@ -245,6 +245,16 @@ class Pipeline:
                 except Exception:  # one sink's failure must not starve the others
                     log.exception("sink %s: could not write a finding", sink.id)
 
+    def take_findings(self) -> list[dict[str, Any]]:
+        """The queued findings of ``emit_finding`` that were not written, removed from the
+        queue: after the run closed its sinks, the caller decides where they go."""
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                out.append(self._external.get_nowait()[0])
+            except queue.Empty:
+                return out
+
     @property
     def findings_waiting(self) -> bool:
         """Whether ``emit_finding`` queued findings that ``drain_findings`` has not written."""

@@ -165,6 +165,11 @@ class ServiceMetrics:
             "Frames the kernel dropped before Sentinel read them, by interface.",
             ("interface",),
         )
+        self.kernel_packets = r.counter(
+            "sentinel_kernel_packets_total",
+            "Frames the kernel passed to the capture socket (dropped ones included), by interface.",
+            ("interface",),
+        )
         self.flows = r.counter("sentinel_flows_total", "Connections that ended.")
         self.findings = r.counter(
             "sentinel_findings_total", "Findings raised, by severity.", ("severity",)
@@ -193,6 +198,17 @@ class ServiceMetrics:
         )
         self.up = r.gauge("sentinel_up", "1 while the service runs.")
         self.up.set(1)
+
+    def bind_capture(self, read: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """Serve the kernel counters from ``read()`` (interface -> (packets, drops), totals
+        since the capture started, e.g. ``LiveSource.kernel_counters`` after a fresh
+        ``read_kernel_stats``) at each scrape, so drops show while the service runs."""
+
+        def column(i: int) -> Callable[[], dict[Labels, float]]:
+            return lambda: {(("interface", n),): float(c[i]) for n, c in read().items()}
+
+        for metric, i in ((self.kernel_packets, 0), (self.kernel_drops, 1)):
+            metric.callback = column(i)
 
 
 class MetricsServer:
