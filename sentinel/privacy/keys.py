@@ -217,6 +217,62 @@ class KeyRing:
             raise PrivacyKeyError(f"no key in {self.source} is valid yet at {iso(now)}")
         return valid[-1]
 
+    def at(self, ts: float) -> Key:
+        """The key that applies to a record of time ``ts`` (packet time offline): the one in
+        force then, or the ring's first key for a time before every key (so that a capture
+        older than the ring can be analysed; ``reveal --at`` applies the same rule)."""
+        if not self.keys:
+            raise PrivacyKeyError(f"no key in {self.source}")
+        valid = [k for k in self.keys if k.valid_from <= ts]
+        return valid[-1] if valid else self.keys[0]
+
+    def until(self, key: Key) -> float:
+        """When ``key`` stops applying: the next key's ``valid_from`` (inf for the last)."""
+        later = [k.valid_from for k in self.keys if k.valid_from > key.valid_from]
+        return min(later) if later else float("inf")
+
+    def keys_until(self, ts: float) -> list[Key]:
+        """The keys a pseudonym in a record of time ``ts`` can be under, newest first: every
+        key in force at or before ``ts`` (a flow keeps the key of its start), else the
+        first key."""
+        valid = [k for k in self.keys if k.valid_from <= ts]
+        return list(reversed(valid)) if valid else self.keys[:1]
+
+    def reload(self) -> list[Key]:
+        """Read key files added to the ring directory since it was loaded (``sentinel privacy
+        rotate`` from cron, another sensor); the new keys. Unreadable files are skipped
+        here (they were refused when the ring was loaded)."""
+        if self.directory is None:
+            return []
+        known = {k.path for k in self.keys}
+        added = []
+        for path in sorted(self.directory.glob("*.key")):
+            if str(path) in known:
+                continue
+            try:
+                key = read_key_file(path)
+            except PrivacyKeyError:
+                continue  # half-written or bad: the next reload tries again
+            if self.by_id(key.id) is None:
+                added.append(key)
+        if added:
+            self.keys.extend(added)
+            self.__post_init__()
+        return added
+
+    def ensure_next(self, period: float, now: float, lead: float) -> Key | None:
+        """Rotation on a schedule: when the newest key's period ends within ``lead`` seconds
+        of ``now``, add the next key, in force from the end of that period (never from
+        before ``now``: a key is never back-dated, since records already written for that
+        time used the previous key). The new key, or None when none was due."""
+        if not self.keys:
+            return self.add(now)
+        newest = self.keys[-1]
+        boundary = newest.valid_from + period
+        if now < boundary - lead:
+            return None
+        return self.add(max(boundary, now))
+
     def by_id(self, key_id: str) -> Key | None:
         return next((k for k in self.keys if k.id == key_id), None)
 

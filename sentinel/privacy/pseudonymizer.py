@@ -36,6 +36,17 @@ n^2 / 2^25 for n hosts seen (3 % for 1,000 hosts, 0.03 % for 100); the run count
 collisions (``stats.privacy.collisions``) and logs the first (pseudonym only). IPv6, MAC
 and identifier pseudonyms have 46 to 64 bits.
 
+Rotation (``ring`` given): the key that applies to a record is the ring's key in force at the
+record's time, in packet time (``follow`` wraps the pipeline's packets: one comparison per
+packet, a switch when a packet reaches the next key's ``valid_from``; the live service's
+heartbeats move it in quiet periods). ``tick(now)`` (the live service, wall time) adds the
+next key ahead of its boundary when ``rotation`` is set and picks up keys added to the ring
+directory by others. At a switch the caches are emptied (no pseudonym of the old key is
+handed out again), so both addresses of a flow are always mapped under one key; a flow keeps
+the pseudonyms of the key in force when it began (its records carry one key), and the
+previous key's in-memory reverse map is kept until the next switch for ``clear_for_matching``
+and the sensor's own actions. ``stats()["keys"]`` lists each key used and when.
+
 Pseudonyms are cached (``cache_size`` addresses, least recently used first out), so the HMAC
 is paid once per address, not per flow or packet. The cache also keeps, in memory only, the
 reverse map that ``matching.clear_for_matching`` uses so rule headers and site labels are
@@ -48,15 +59,19 @@ import hmac
 import ipaddress
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sentinel.errors import SentinelError
 from sentinel.events import ModbusMessage, OTEvent
 from sentinel.privacy import matching
-from sentinel.privacy.keys import Key
+from sentinel.privacy.keys import Key, iso
 from sentinel.privacy.settings import Pseudonymization
 from sentinel.privacy.table import RevealTable
+
+if TYPE_CHECKING:
+    from sentinel.privacy.audit import AuditLog
+    from sentinel.privacy.keys import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +80,10 @@ MAX_IPV4_TAGS = 14  # first octets 241-254; 240 is "in no declared network"
 MAX_IPV6_TAGS = 0xFFFF
 IDENTIFIER_PREFIX = "ps:"
 ID_CACHE = 4096
+TICK_SECONDS = 1.0  # ``tick`` does its work at most this often (wall time)
+RELOAD_SECONDS = 60.0  # and reads the ring directory for keys added by others this often
+MAX_LEAD = 300.0  # the next key is written this long before its boundary (at most)
+Frame = tuple[float, int, bytes]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -84,17 +103,25 @@ class Pseudonymizer:
         networks: Sequence[str] = (),
         settings: Pseudonymization | None = None,
         table: RevealTable | None = None,
+        ring: KeyRing | None = None,
+        rotation: float | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
-        self.key = key
         self.settings = settings or Pseudonymization()
         self.table = table
+        self.ring = ring
+        self.rotation = rotation if ring is not None and ring.directory is not None else None
+        self.audit = audit
         self.keep_network = self.settings.keep_network
-        self._addr_key = key.address_key
-        self._id_key = key.identifier_key
-        self._ula = ipaddress.IPv6Network(
-            (int.from_bytes(b"\xfd" + key.ipv6_global_id, "big") << 80, 48)
-        )
-        self._ula_bits = int(self._ula.network_address) >> 80
+        self._ula_all: set[int] = set()
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._reverse: dict[str, str] = {}
+        self._previous: tuple[str, dict[str, str]] | None = None
+        self._ids: dict[str, str] = {}
+        self.epochs: list[dict[str, Any]] = []
+        self._set_key(key)
+        self._until = ring.until(key) if ring is not None else float("inf")
+        self._next_tick = self._next_reload = 0.0
         hosts: set[str] = set()
         nets: list[Network] = []
         for item in [*clear, *self.settings.clear]:
@@ -119,13 +146,113 @@ class Pseudonymizer:
                 f"declares {len(self._tags4)}: set privacy.pseudonymization.keep_network: false"
             )
         self._tags6 = self._tags6[:MAX_IPV6_TAGS]
-        self._cache: OrderedDict[str, str] = OrderedDict()
-        self._reverse: dict[str, str] = {}
-        self._ids: dict[str, str] = {}
         self._cache_size = self.settings.cache_size
         self._clear_objects = frozenset(self.settings.identity_objects_in_clear)
         self.counters: Counter[str] = Counter()
         matching.register(self)
+
+    # ------------------------------------------------------------------ keys and rotation
+    def _set_key(self, key: Key) -> None:
+        self.key = key
+        self._addr_key = key.address_key
+        self._id_key = key.identifier_key
+        self._ula = ipaddress.IPv6Network(
+            (int.from_bytes(b"\xfd" + key.ipv6_global_id, "big") << 80, 48)
+        )
+        self._ula_bits = int(self._ula.network_address) >> 80
+        self._ula_all.add(self._ula_bits)  # old keys' IPv6 pseudonyms live on in old flows
+        self.epochs.append({"key_id": key.id, "ipv6_prefix": str(self._ula), "from": None})
+
+    @property
+    def rotates(self) -> bool:
+        """Whether the key can change during the run (a ring of several keys, or rotation)."""
+        return self.ring is not None and (len(self.ring.keys) > 1 or self.rotation is not None)
+
+    def at(self, ts: float) -> bool:
+        """Use the key that applies at ``ts``; whether the key changed. Between packets only,
+        never while a record is being built."""
+        if self.ring is None:
+            return False
+        key = self.ring.at(ts)
+        self._until = self.ring.until(key)
+        if key.id == self.key.id:
+            return False
+        self.switch(key, ts)
+        return True
+
+    def switch(self, key: Key, ts: float) -> None:
+        """From now on, pseudonyms under ``key``: the caches are emptied, the reverse map
+        of the key being left is kept (memory only) until the next switch."""
+        old = self.key
+        self.epochs[-1]["until"] = iso(ts)
+        self._previous = (old.id, self._reverse)
+        self._reverse = {}
+        self._cache = OrderedDict()
+        self._ids = {}
+        self._set_key(key)
+        self.epochs[-1]["from"] = iso(ts)
+        self.counters["key_switches"] += 1
+        if self.table is not None:
+            self.table.flush()
+        log.warning("pseudonymization key %s -> %s at %s", old.id, key.id, iso(ts))
+
+    def follow(self, packets: Iterable[Frame]) -> Iterator[Frame]:
+        """``packets`` unchanged, with the key following packet time (see the module
+        docstring). The first packet of each call picks the key for its time (captures of
+        one ``analyze`` may be in any order); after it, the key only moves forward."""
+        first = True
+        for item in packets:
+            ts = item[0]
+            if first:
+                first = False
+                self.at(ts)
+                if self.epochs[-1]["from"] is None:
+                    self.epochs[-1]["from"] = iso(ts)
+            elif ts >= self._until:
+                self.at(ts)
+            yield item
+
+    def tick(self, now: float) -> Key | None:
+        """The live service's wall-clock hook (call it often; it works once a second): picks
+        up keys added to the ring directory, writes the next key ahead of its boundary when
+        ``rotation`` is set (audited as ``rotate``), and switches when ``now`` has reached
+        the next key. The key written, if any."""
+        if self.ring is None or now < self._next_tick:
+            return None
+        self._next_tick = now + TICK_SECONDS
+        if now >= self._next_reload:
+            self._next_reload = now + RELOAD_SECONDS
+            if self.ring.reload():
+                self._until = self.ring.until(self.key)
+        new = None
+        if self.rotation is not None:
+            lead = min(MAX_LEAD, self.rotation / 10)
+            new = self.ring.ensure_next(self.rotation, now, lead)
+            if new is not None:
+                self._until = self.ring.until(self.key)
+                if self.audit is not None:
+                    self.audit.append(
+                        "rotate",
+                        key_id=new.id,
+                        valid_from=iso(new.valid_from),
+                        ring=str(self.ring.directory),
+                        by="sentinel run",
+                    )
+        if now >= self._until:
+            self.at(now)
+        return new
+
+    def remembered(self, pseudonym: str) -> tuple[str, str] | None:
+        """``(clear address, key id)`` for a pseudonym minted in this process under the
+        current or the previous key (memory only), for the sensor's own actions."""
+        clear = self._reverse.get(pseudonym)
+        if clear is not None:
+            return clear, self.key.id
+        if self._previous is not None:
+            clear = self._previous[1].get(pseudonym)
+            if clear is not None:
+                return clear, self._previous[0]
+        return None
 
     # ------------------------------------------------------------------ addresses
     def address(self, text: str) -> str:
@@ -211,7 +338,7 @@ class Pseudonymizer:
             return False
         if addr.version == 4:
             return addr in IPV4_SPACE and addr.packed[0] != 255
-        return int(addr) >> 80 == self._ula_bits
+        return int(addr) >> 80 in self._ula_all
 
     @property
     def ipv6_prefix(self) -> str:
@@ -219,8 +346,9 @@ class Pseudonymizer:
 
     def clear_address(self, pseudonym: str) -> str | None:
         """The clear address behind a pseudonym minted in this process (memory only), for
-        ``matching.clear_for_matching``."""
-        return self._reverse.get(pseudonym)
+        ``matching.clear_for_matching`` (the current key's, then the previous key's)."""
+        found = self.remembered(pseudonym)
+        return found[0] if found is not None else None
 
     def mac(self, text: str) -> str:
         """The pseudonym of a MAC address (``aa:bb:cc:dd:ee:ff``, ``-`` or no separators)."""
@@ -349,6 +477,7 @@ class Pseudonymizer:
         return {
             "key_id": self.key.id,
             "ipv6_prefix": self.ipv6_prefix,
+            "keys": self.epochs,  # every key used, from/until (packet time) when it changed
             "keep_network": self.keep_network,
             "addresses_pseudonymized": self.counters["addresses_pseudonymized"],
             "addresses_in_clear": self.counters["addresses_in_clear"],
@@ -356,6 +485,7 @@ class Pseudonymizer:
             "identifiers_dropped": self.counters["identifiers_dropped"],
             "collisions": self.counters["collisions"],
             "cache_evictions": self.counters["cache_evictions"],
+            "key_switches": self.counters["key_switches"],
         }
 
     def flush(self) -> None:

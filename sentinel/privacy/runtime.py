@@ -98,7 +98,9 @@ def pseudonymizer_for(
     env: Mapping[str, str] | None = None,
 ) -> Pseudonymizer | None:
     """The run's pseudonymizer: None unless ``key`` (``--pseudonymize``) is given or the
-    config enables pseudonymization. Rotates a key ring when its period has passed."""
+    config enables pseudonymization. Rotates a key ring when its period has passed; the
+    pseudonymizer holds the ring, so the key follows packet time during the run (and the
+    live service's ``tick`` keeps rotating)."""
     settings = privacy_settings(config)
     p = settings.pseudonymization
     if key is None and not p.enabled:
@@ -106,12 +108,21 @@ def pseudonymizer_for(
     ring = load_keys(settings, key, now, env)
     table = RevealTable(p.reveal_table) if p.reveal_table else None
     return Pseudonymizer(
-        ring.active(now),
+        ring.active(now) if any(k.valid_from <= _now(now) for k in ring.keys) else ring.keys[0],
         clear=clear_addresses(config),
         networks=declared_networks(config),
         settings=p,
         table=table,
+        ring=ring,
+        rotation=parse_duration(p.rotation) if p.rotation else None,
+        audit=AuditLog(settings.audit_path()),
     )
+
+
+def _now(now: float | None) -> float:
+    import time
+
+    return time.time() if now is None else now
 
 
 _RUN: tuple[Any, str | None, Pseudonymizer | None] | None = None
