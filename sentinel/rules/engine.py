@@ -7,7 +7,9 @@ Three inspection paths (a rule's ``kind`` says which, see docs/rules.md):
 - **packet**: rules without payload keywords, ``flow:no_stream``, ``tcp-pkt`` and UDP/IP
   payload rules see every packet (``PacketEvent``).
 - **app**: ``modbus:`` and ``app-layer-event:`` rules see decoded Modbus messages with the
-  protocol events raised for them, and events raised outside any message.
+  protocol events raised for them, and events raised outside any message; ``dnp3`` rules
+  (DNP3 keywords, ``dnp3_data``, ``app-layer-event:dnp3.*``) see the tshark-decoded DNP3
+  messages (``OTEvent``), one transaction each (``inspect_ot``).
 
 Speed: header matching (proto, addresses, ports, direction) runs once per flow direction; the
 result is a ``Plan`` shared by every flow direction with the same rule subset. Stream rules
@@ -26,7 +28,8 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
-from sentinel.events import Anomaly, ConnId, ModbusMessage, PacketEvent, StreamData
+from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
+from sentinel.rules import dnp3 as dn
 from sentinel.rules import modbus as mb
 from sentinel.rules.model import KIND_APP, KIND_PACKET, KIND_STREAM, Content, Rule, Threshold
 from sentinel.rules.payload import PayloadMatcher
@@ -57,6 +60,7 @@ class Alert(NamedTuple):
     message: ModbusMessage | None = None
     events: tuple[Anomaly | str, ...] = ()
     payload_length: int | None = None
+    ot: OTEvent | None = None  # the DNP3 transaction (message) that matched
 
 
 class Compiled:
@@ -67,6 +71,8 @@ class Compiled:
         "anchor",
         "app_modbus_only",
         "conditions",
+        "dnp3",
+        "dnp3_data",
         "dsize",
         "established",
         "event_names",
@@ -91,6 +97,8 @@ class Compiled:
         self.dsize = rule.dsize
         self.matcher = PayloadMatcher(rule.payload) if rule.payload else None
         self.modbus = rule.modbus
+        self.dnp3 = rule.dnp3
+        self.dnp3_data = PayloadMatcher(rule.dnp3_data) if rule.dnp3_data else None
         self.event_names = frozenset(e.name for e in rule.events)
         self.app_modbus_only = rule.kind != KIND_APP and rule.app_proto == "modbus"
         self.needs_modbus_flow = self.app_modbus_only
@@ -129,7 +137,9 @@ def _anchor(rule: Rule) -> tuple[int, bytes] | None:
 class Plan:
     """The rules that apply to one flow direction, indexed for the event types."""
 
-    __slots__ = ("anchored", "app_by_fc", "app_events", "app_generic", "packet", "stream")
+    __slots__ = (
+        "anchored", "app_by_fc", "app_events", "app_generic", "dnp3", "packet", "stream",
+    )  # fmt: skip
 
     def __init__(self, rules: list[Compiled]) -> None:
         rules = sorted(rules, key=lambda c: c.rank)
@@ -150,7 +160,10 @@ class Plan:
              {(p[0] if n == 1 else p): tuple(cs) for p, cs in d.items()})
             for (off, n), d in groups.items()
         )  # fmt: skip
-        app = [c for c in rules if c.rule.kind == KIND_APP]
+        app = [c for c in rules if c.rule.kind == KIND_APP and c.rule.app_proto != "dnp3"]
+        self.dnp3 = tuple(
+            c for c in rules if c.rule.kind == KIND_APP and c.rule.app_proto == "dnp3"
+        )
         self.app_events = tuple(c for c in app if c.event_names)
         plain = [c for c in app if not c.event_names]
         self.app_generic = tuple(c for c in plain if c.functions is None)
@@ -173,6 +186,7 @@ class Plan:
             or self.app_events
             or self.app_generic
             or self.app_by_fc
+            or self.dnp3
         )
 
 
@@ -265,7 +279,10 @@ class RuleEngine:
         kinds = {r.kind for r in self.rules}
         self.wants_packets = KIND_PACKET in kinds
         self.wants_stream = KIND_STREAM in kinds
-        self.wants_app = KIND_APP in kinds
+        self.wants_app = any(
+            r.kind == KIND_APP and r.app_proto != "dnp3" for r in self.rules
+        )  # Modbus transactions and events
+        self.wants_dnp3 = any(r.kind == KIND_APP and r.app_proto == "dnp3" for r in self.rules)
         self.wants_events = any(c.event_names for c in self.compiled)
         self.derived = frozenset(
             n for c in self.compiled for n in c.event_names if n in mb.DERIVED_EVENTS
@@ -561,6 +578,43 @@ class RuleEngine:
                     del self.writes[key]
                 return req.fields
         return None
+
+    def inspect_ot(self, ev: OTEvent) -> list[Alert]:
+        """A DNP3 message (one transaction direction) with the DNP3 events attached to it.
+
+        Other OT protocols have no rule keywords: their events are ignored here."""
+        if ev.protocol != "dnp3" or ev.uid is None:
+            return []
+        plan = self.plans.get((ev.uid, ev.is_orig)) or self.plan(
+            ev.uid, ev.conn, ev.is_orig, PROTO_TCP if ev.transport == "tcp" else PROTO_UDP
+        )
+        if not plan.dnp3:
+            return []
+        tx = dn.is_transaction(ev)
+        names = dn.events_of(ev)
+        out: list[Alert] = []
+        for c in plan.dnp3:
+            if c.event_names and not c.event_names.issubset(names):
+                continue
+            if c.dnp3 or c.dnp3_data is not None:
+                if not tx:
+                    continue
+                if c.dnp3 and not all(dn.option_matches(o, ev) for o in c.dnp3):
+                    continue
+                if c.dnp3_data is not None and (ev.data is None or not c.dnp3_data.match(ev.data)):
+                    continue
+            elif not c.event_names and not tx:
+                continue
+            if c.conditions and not self._flowbits_ok(c, ev.uid):
+                continue
+            if c.rule.header.action == "pass":
+                self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig)
+                break
+            if self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig):
+                matched = tuple(n for n in names if n in c.event_names)
+                alert = Alert(c.rule, ev.ts, ev.frame, ev.uid, ev.conn, ev.is_orig, KIND_APP)
+                out.append(alert._replace(events=matched, ot=ev))
+        return out if len(out) < 2 else _one_per_signature(out)
 
     def inspect_event(self, ev: Anomaly) -> list[Alert]:
         """A protocol event raised outside any message (framing error, non-Modbus bytes)."""

@@ -5,7 +5,11 @@ rule parser looks options up here (names and aliases are case-insensitive) and a
 keyword rejects the rule. A parser receives the ``RuleBuilder`` of the rule being loaded and
 the option's value (quotes and a leading ``!`` already handled as the keyword declares), and
 turns it into the typed objects of ``sentinel.rules.model``. Protocol keyword sets register
-themselves the same way (the DNP3 keywords will live in their own module).
+themselves the same way (the DNP3 keywords' parsing lives in ``sentinel.rules.dnp3``).
+
+Sticky buffers: ``dnp3_data`` selects the DNP3 application buffer; every payload keyword
+after it (content and its modifiers, pcre, byte_test, byte_jump, isdataat) inspects that
+buffer instead of the stream (``RuleBuilder.buffer``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sentinel.rules import dnp3 as dnp3_kw
 from sentinel.rules import modbus as modbus_kw
 from sentinel.rules.model import (
     ByteJump,
     ByteTest,
     Content,
+    Dnp3Option,
     EventMatch,
     Flowbit,
     FlowOptions,
@@ -63,6 +69,8 @@ class RuleBuilder:
     detection_filter: Threshold | None = None
     modbus: list[ModbusMatch] = field(default_factory=list)
     events: list[EventMatch] = field(default_factory=list)
+    dnp3: list[Dnp3Option] = field(default_factory=list)
+    buffer: str | None = None  # the sticky buffer selected (dnp3_data), None: the stream
     warnings: list[str] = field(default_factory=list)
     # the content that modifiers apply to, and the modifiers it already has
     last_content_index: int | None = None
@@ -337,6 +345,8 @@ _DSIZE_RE = re.compile(r"^\s*(?:(\d+)\s*<>\s*(\d+)|(!|<=|>=|<|>)?\s*(\d+))\s*$")
 def _dsize(b: RuleBuilder, value: str) -> None:
     if b.dsize is not None:
         raise KeywordError("dsize given twice")
+    if b.buffer is not None:
+        raise KeywordError(f"dsize cannot be combined with the {b.buffer} buffer")
     m = _DSIZE_RE.match(value)
     if not m:
         raise KeywordError(f"bad dsize {value!r}")
@@ -492,8 +502,65 @@ def _modbus(b: RuleBuilder, value: str) -> None:
     b.warnings.extend(warnings)
 
 
+@keyword(
+    "dnp3_func",
+    "DNP3 application function code (number, name, or 9.x integer form) of the request "
+    "(to server) or response (to client).",
+    aliases=("dnp3.func",),
+)
+def _dnp3_func(b: RuleBuilder, value: str) -> None:
+    opt, warnings = dnp3_kw.parse_func(value)
+    b.dnp3.append(opt)
+    b.warnings.extend(warnings)
+
+
+@keyword(
+    "dnp3_ind",
+    "DNP3 internal indications of a response (to client): number or names (any set; IIN2 "
+    "masked with 0x0F as in Suricata 7/8), or 9.x bit flags (+ * - =, !flag) and integers.",
+    aliases=("dnp3.ind",),
+)
+def _dnp3_ind(b: RuleBuilder, value: str) -> None:
+    opt, warnings = dnp3_kw.parse_ind(value)
+    b.dnp3.append(opt)
+    b.warnings.extend(warnings)
+
+
+@keyword(
+    "dnp3_obj",
+    "DNP3 object group,variation in the transaction (0x hex; a leading 0 is octal).",
+    aliases=("dnp3.obj",),
+)
+def _dnp3_obj(b: RuleBuilder, value: str) -> None:
+    opt, warnings = dnp3_kw.parse_obj(value)
+    b.dnp3.append(opt)
+    b.warnings.extend(warnings)
+
+
+@keyword(
+    "dnp3_data",
+    "Sticky buffer: the following payload keywords inspect the DNP3 application buffer "
+    "(no link or transport bytes, no CRCs).",
+    aliases=("dnp3.data",),
+    value="none",
+)
+def _dnp3_data(b: RuleBuilder, value: None) -> None:
+    if b.buffer not in (None, "dnp3_data"):
+        raise KeywordError(f"dnp3_data after the {b.buffer} buffer")
+    if b.buffer is None and (b.payload or b.dsize is not None):
+        raise KeywordError(
+            "payload keywords before dnp3_data would inspect the stream, which Sentinel does "
+            "not combine with DNP3 transactions: put them after dnp3_data"
+        )
+    b.buffer = "dnp3_data"
+    b.last_content_index = None
+
+
 # Protocol -> {event name: description}; protocol modules add their tables here.
-APP_LAYER_EVENTS: dict[str, dict[str, str]] = {"modbus": modbus_kw.MODBUS_EVENTS}
+APP_LAYER_EVENTS: dict[str, dict[str, str]] = {
+    "modbus": modbus_kw.MODBUS_EVENTS,
+    "dnp3": dnp3_kw.DNP3_EVENTS,
+}
 RETIRED_APP_LAYER_EVENTS: dict[str, dict[str, str]] = {"modbus": modbus_kw.RETIRED_EVENTS}
 
 
@@ -510,6 +577,11 @@ def _app_layer_event(b: RuleBuilder, value: str) -> None:
         raise KeywordError(f"event {proto}.{name} was {retired}")
     if name not in APP_LAYER_EVENTS[proto]:
         raise KeywordError(f"unknown event {proto}.{name}")
+    if proto == "dnp3" and name in dnp3_kw.NOT_PRODUCED:
+        b.warnings.append(
+            f"Sentinel never raises dnp3.{name} ({dnp3_kw.NOT_PRODUCED[name]}): this rule "
+            "cannot match"
+        )
     b.events.append(EventMatch(proto, name))
 
 

@@ -16,7 +16,7 @@ from sentinel.findings import Technique
 # Rule kinds: what the engine inspects for a rule (see docs/rules.md, "What a rule inspects").
 KIND_PACKET = "packet"  # every packet of the flow (no payload keyword, or flow:no_stream)
 KIND_STREAM = "stream"  # each in-order TCP segment payload / UDP payload (payload keywords)
-KIND_APP = "app"  # Modbus transactions and protocol events (modbus:, app-layer-event:)
+KIND_APP = "app"  # Modbus / DNP3 transactions and protocol events (modbus:, dnp3_*, events)
 
 ACTIONS = ("alert", "pass", "drop", "reject", "rejectsrc", "rejectdst", "rejectboth")
 
@@ -175,6 +175,78 @@ class ModbusMatch:
 
 
 @dataclass(frozen=True)
+class UintMatch:
+    """Suricata's generic integer match (``detect/uint.rs``): ``mode`` is one of ``=``,
+    ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``range`` (``arg1 < v < arg2``), ``!range``
+    (``v <= arg1 or v >= arg2``), ``&=`` (``v & arg1 == arg2``) and ``&!=``."""
+
+    mode: str
+    arg1: int
+    arg2: int = 0
+
+    def __call__(self, v: int) -> bool:
+        mode, a = self.mode, self.arg1
+        if mode == "=":
+            return v == a
+        if mode == "!=":
+            return v != a
+        if mode == "<":
+            return v < a
+        if mode == "<=":
+            return v <= a
+        if mode == ">":
+            return v > a
+        if mode == ">=":
+            return v >= a
+        if mode == "range":
+            return a < v < self.arg2
+        if mode == "!range":
+            return v <= a or v >= self.arg2
+        if mode == "&=":
+            return v & a == self.arg2
+        return v & a != self.arg2  # "&!="
+
+
+@dataclass(frozen=True)
+class Dnp3Func:
+    """``dnp3_func``: the application function code of the transaction (spec section 4)."""
+
+    match: UintMatch
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Dnp3Ind:
+    """``dnp3_ind``: the response's internal indications (IIN1 high byte, IIN2 low).
+
+    ``legacy`` is the Suricata 7/8 form (a number or a list of names): true when any listed
+    IIN1 bit or any listed IIN2 bit of the low nibble is set (``flags & 0xFF0F``: the *quirk*
+    that IIN2 is masked with 0x0F). Otherwise ``match`` (Suricata 9.x integer forms) or
+    ``bits`` (9.x bit flags: ``modifier`` ``+`` all, ``*`` any, ``-`` not all, ``=`` exactly;
+    ``mask`` the named flags, ``want`` those not written with ``!``) decide on all 16 bits.
+    """
+
+    legacy: int | None = None
+    match: UintMatch | None = None
+    modifier: str = ""
+    mask: int = 0
+    want: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Dnp3Obj:
+    """``dnp3_obj:G,V``: some object header of the transaction has group G, variation V."""
+
+    group: int
+    variation: int
+    text: str = ""
+
+
+Dnp3Option = Dnp3Func | Dnp3Ind | Dnp3Obj
+
+
+@dataclass(frozen=True)
 class EventMatch:
     """``app-layer-event:proto.name``."""
 
@@ -223,7 +295,7 @@ class Rule:
     header: Header
     kind: str
     transport: int | None  # 6 TCP, 17 UDP, None any
-    app_proto: str | None  # "modbus" when the header or a keyword says so
+    app_proto: str | None  # "modbus" / "dnp3" when the header or a keyword says so
     sid: int
     gid: int
     rev: int
@@ -240,6 +312,8 @@ class Rule:
     dsize: IntCompare | None = None
     modbus: tuple[ModbusMatch, ...] = ()
     events: tuple[EventMatch, ...] = ()
+    dnp3: tuple[Dnp3Option, ...] = ()
+    dnp3_data: tuple[PayloadStep, ...] | None = None  # steps after the dnp3_data sticky buffer
     flowbits: tuple[Flowbit, ...] = ()
     noalert: bool = False
     threshold: Threshold | None = None

@@ -42,8 +42,9 @@ PROTOCOLS: dict[str, tuple[int | None, str | None, str | None]] = {
     "tcp-stream": (6, None, "stream"),
     "udp": (17, None, None),
     "modbus": (6, "modbus", None),
+    "dnp3": (6, "dnp3", None),
 }
-NOT_YET = {"dnp3": "DNP3 rules need the DNP3 decoder, which Sentinel does not have yet"}
+NOT_YET: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- classification
@@ -181,7 +182,7 @@ def _parse_rule(text: str, location: Location, ctx: ParseContext) -> tuple[list[
         raise KeywordError(NOT_YET[proto])
     if proto not in PROTOCOLS:
         raise KeywordError(
-            f"protocol {proto!r} is not supported (Sentinel inspects ip, tcp, udp and modbus)"
+            f"protocol {proto!r} is not supported (Sentinel inspects ip, tcp, udp, modbus and dnp3)"
         )
     if direction not in ("->", "<>"):
         raise KeywordError(f"direction must be -> or <>, not {direction!r}")
@@ -204,13 +205,33 @@ def _parse_rule(text: str, location: Location, ctx: ParseContext) -> tuple[list[
     if b.msg is None:
         b.warnings.append("the rule has no msg")
     transport, app_proto, mode = PROTOCOLS[proto]
+    dnp3_data = None
+    if b.buffer == "dnp3_data":
+        if not b.payload:
+            raise KeywordError("dnp3_data selects a buffer but no payload keyword follows it")
+        dnp3_data, b.payload = tuple(b.payload), []
     has_payload = bool(b.payload) or b.dsize is not None
-    is_app = bool(b.modbus or b.events)
-    if b.modbus or any(e.protocol == "modbus" for e in b.events):
+    uses_dnp3 = bool(b.dnp3) or dnp3_data is not None
+    event_protos = {e.protocol for e in b.events}
+    is_app = bool(b.modbus or b.events or uses_dnp3)
+    if b.modbus or "modbus" in event_protos:
         if transport == 17:
             raise KeywordError("Modbus is TCP-only: modbus keywords cannot match a udp rule")
+        if app_proto == "dnp3" or uses_dnp3 or "dnp3" in event_protos:
+            raise KeywordError("a rule cannot match both Modbus and DNP3")
         transport, app_proto = 6, "modbus"
+    if uses_dnp3 or "dnp3" in event_protos:
+        if transport == 17:
+            raise KeywordError("DNP3 rules are TCP-only, as in Suricata: not a udp rule")
+        if app_proto == "modbus":
+            raise KeywordError("a modbus rule cannot use DNP3 keywords or events")
+        transport, app_proto = 6, "dnp3"
     flow = b.flow or FlowOptions()
+    if app_proto == "dnp3" and has_payload:
+        raise KeywordError(
+            "payload keywords of a dnp3 rule must follow dnp3_data: Sentinel sees DNP3 as "
+            "tshark-decoded transactions, not on the stream"
+        )
     if is_app or (app_proto and not has_payload):
         if has_payload:
             raise KeywordError(
@@ -259,6 +280,8 @@ def _parse_rule(text: str, location: Location, ctx: ParseContext) -> tuple[list[
         dsize=b.dsize,
         modbus=tuple(b.modbus),
         events=tuple(b.events),
+        dnp3=tuple(b.dnp3),
+        dnp3_data=dnp3_data,
         flowbits=tuple(b.flowbits),
         noalert=b.noalert,
         threshold=b.threshold,

@@ -101,7 +101,7 @@ def test_severity_from_priority() -> None:
         ("alert tcp any any <- any any (sid:1;)", "direction must be"),
         ("block tcp any any -> any any (sid:1;)", "unknown action"),
         ("alert http any any -> any any (sid:1;)", "not supported"),
-        ("alert dnp3 any any -> any any (sid:1;)", "DNP3"),
+        ("alert dnp3 any any -> any any (content:\"a\"; sid:1;)", "must follow dnp3_data"),
         ("alert tcp any any -> any any (sid:1; nosuch:1;)", "unknown keyword 'nosuch'"),
         ("alert tcp any any -> any any (msg:x; sid:1;)", "needs a quoted value"),
         ('alert tcp any any -> any any (msg:"x; sid:1;)', "unterminated"),
