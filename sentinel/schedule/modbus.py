@@ -12,7 +12,8 @@ identity (vendor, product, model, server id: 9000302), a changed firmware or ver
 (9000304). A device whose scan was aborted (latency) keeps its last record and raises nothing.
 
 **Integrity.** For each target point (plus, with ``use_asset_limits``, the config's asset
-registers that have ``min``/``max``) the job reads the value and compares: a value other than
+registers that have ``min``/``max``; a point with a golden value and no limits of its own
+takes its asset register's) the job reads the value and compares: a value other than
 its golden value (9000311, coils and discrete inputs 9000313), outside the safe limits
 (9000312, critical), or unreadable (9000314).
 
@@ -337,7 +338,12 @@ def _points(job: IntegrityJob, t: ModbusTarget, config: Any) -> list[IntegrityPo
                 if r.table != "holding" or (r.min is None and r.max is None):
                     continue
                 for addr in range(r.start, min(r.end, r.start + 124) + 1):
-                    if ("holding", addr) in points:
+                    given = points.get(("holding", addr))
+                    if given is not None:
+                        if given.min is None and given.max is None:  # golden only: add limits
+                            points[("holding", addr)] = given.model_copy(
+                                update={"min": r.min, "max": r.max}
+                            )
                         continue
                     name = (
                         r.name if r.start == r.end and r.name else f"{r.name or 'holding'}[{addr}]"

@@ -189,6 +189,38 @@ def test_integrity_catches_a_tampered_setpoint(plcs, tmp_path: Path) -> None:
     assert plc.requests.count(6) == 2
 
 
+def test_a_golden_point_keeps_its_asset_limits(plcs, tmp_path: Path) -> None:
+    """A point with only a golden value takes the safe limits of its asset register."""
+    config = Config(
+        assets=[
+            Asset(
+                address="127.0.0.2",
+                registers=[
+                    RegisterRange(
+                        table="holding", start=1, end=1, name="humidity_setpoint", min=400, max=600
+                    )
+                ],
+            )
+        ]
+    )
+    point = IntegrityPoint(name="humidity", address=1, golden=500)
+    target = ModbusTarget(address="127.0.0.2", port=plcs.port, points=[point])
+    job = IntegrityJob(type="modbus.integrity", scopes=["127.0.0.2/32"], targets=[target], rate=50)
+    plcs["127.0.0.2"].attacker_write(1, 700)
+    result = run_job("integ", job, _ctx(tmp_path, config))
+    assert result.detail == {"points_checked": 1}
+    assert sorted((f["rule"]["id"], f["message"]) for f in result.findings) == [
+        ("9000311", "humidity (holding 1) on 127.0.0.2 unit 1 is 700, its golden value is 500"),
+        (
+            "9000312",
+            "humidity (holding 1) on 127.0.0.2 unit 1 is 700, outside its safe limits [400, 600]",
+        ),
+    ]
+    alone = job.model_copy(update={"use_asset_limits": False})
+    result = run_job("integ", alone, _ctx(tmp_path, config))
+    assert [f["rule"]["id"] for f in result.findings] == ["9000311"]
+
+
 def test_integrity_reports_an_unreadable_device(tmp_path: Path) -> None:
     from .conftest import free_port
 
