@@ -5,7 +5,9 @@
 - ``rotate KEYDIR [--at TIME] [--if-older DURATION]``: add a key to a ring.
 - ``keys KEYSPEC``: the keys of a file, ring or ``env:NAME`` (ids, validity, IPv6 prefix;
   never the secret).
-- ``reveal PSEUDONYM --reason TEXT``: re-identify (key holders only), audited.
+- ``reveal PSEUDONYM --reason TEXT [--at TIME]``: re-identify (key holders only), audited;
+  ``--at`` (the record's ``@timestamp``) limits the keys tried to those a record of that time
+  can carry.
 - ``retention [--dry-run]``: delete what has expired (``run_retention``).
 - ``check PATH...``: list addresses in clear outside the inventory in output files (exit 1).
 - ``audit [--verify]``: print the audit log, or check its hash chain (exit 1 if broken).
@@ -145,6 +147,13 @@ def keys_cmd(keyspec: str) -> None:
     type=click.Path(dir_okay=False),
     help="Re-identification table (default: privacy.pseudonymization.reveal_table).",
 )
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="The record's time (ISO-8601, its @timestamp): only the keys in force then or "
+    "before are tried (default: every key of the ring).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @config_option
 @audit_option
@@ -154,6 +163,7 @@ def reveal_cmd(
     keyspec: str | None,
     within: tuple[str, ...],
     table: str | None,
+    at: str | None,
     as_json: bool,
     config_path: str | None,
     audit_log: str | None,
@@ -185,6 +195,7 @@ def reveal_cmd(
             settings=settings.pseudonymization,
             within=list(within),
             table=opened,
+            at=_time(at),
         )
     finally:
         if opened is not None:
@@ -203,7 +214,7 @@ def reveal_cmd(
         )
     else:
         for m in result.matches:
-            click.echo(f"{result.pseudonym}\t{m.value}\t{m.key_id}\t{m.method}")
+            click.echo(f"{result.pseudonym}\t{m.value}\t{m.key_id}\t{m.method}\t{m.key_valid}")
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
     if not result.matches:

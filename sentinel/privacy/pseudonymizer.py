@@ -205,7 +205,14 @@ class Pseudonymizer:
             ts = item[0]
             if first:
                 first = False
-                self.at(ts)
+                if not self._cache and not self._ids and self.ring is not None:
+                    key = self.ring.at(ts)  # nothing minted yet: the run starts with it
+                    if key.id != self.key.id:
+                        self.epochs.pop()
+                        self._set_key(key)
+                    self._until = self.ring.until(key)
+                else:
+                    self.at(ts)
                 if self.epochs[-1]["from"] is None:
                     self.epochs[-1]["from"] = iso(ts)
             elif ts >= self._until:

@@ -11,6 +11,18 @@ A pseudonym is a one-way HMAC, so revealing means finding the value that gives i
    network (``keep_network``), that network from the config the sensor used. At most
    ``MAX_SEARCH`` addresses per key (a /8 takes a few seconds per key).
 
+Which key: a ring keeps every retained key, and a pseudonym is tried under each. ``at`` (``reveal
+--at TIME``, the record's ``@timestamp``) narrows that to the keys a record of that time can
+carry: the one in force then and the earlier ones (a flow keeps the key in force when it
+began), newest first; the first key of a ring also covers the time before it. Each match
+names its key and the time that key was in force, so an analyst can check it against the
+record; two different values (under two keys, or a collision) make the outcome
+``ambiguous``, and nothing acts on an ambiguous answer.
+
+The sensor's own actions (``firewall.block``, ``scan.device``, ``capture.snapshot``) reveal
+through the same function (``sentinel.privacy.sensor``): ``memory`` then gives the
+pseudonyms minted in this process first, and ``extra`` names the action in the audit entry.
+
 Every use is written to the audit log (``audit``) *before* the answer is shown, found or
 not; when the entry cannot be written, nothing is shown. The audit entry names the
 pseudonym, the reason, the method and the key ids used, never the clear value.
@@ -20,12 +32,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sentinel.errors import SentinelError
 from sentinel.privacy.audit import AuditLog
-from sentinel.privacy.keys import KeyRing
+from sentinel.privacy.keys import Key, KeyRing, iso
 from sentinel.privacy.leaks import PSEUDO_V6
 from sentinel.privacy.pseudonymizer import IDENTIFIER_PREFIX, IPV4_SPACE, Pseudonymizer
 from sentinel.privacy.settings import Pseudonymization
@@ -39,7 +52,8 @@ _MAC_HEX = frozenset("0123456789abcdef")
 class Match:
     value: str
     key_id: str
-    method: str  # "table" or "search"
+    method: str  # "table", "search" or "memory"
+    key_valid: str = ""  # when that key was in force ("from .. until ..")
 
 
 @dataclass
@@ -86,6 +100,9 @@ def reveal(
     within: list[str] | None = None,
     table: RevealTable | None = None,
     max_search: int = MAX_SEARCH,
+    at: float | None = None,
+    memory: Callable[[str], tuple[str, str] | None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RevealResult:
     """Find what ``pseudonym`` stands for (see the module docstring) and audit the attempt."""
     if not reason or not reason.strip():
@@ -98,8 +115,16 @@ def reveal(
         pseudonym = pseudonym.lower()
     result = RevealResult(pseudonym, kind)
     settings = settings or Pseudonymization()
-    if table is not None:
+    keys = ring.keys if at is None else ring.keys_until(at)
+    allowed = {k.id for k in keys}
+    if memory is not None:
+        found = memory(pseudonym)
+        if found is not None and found[1] in allowed:
+            result.matches.append(Match(found[0], found[1], "memory"))
+    if table is not None and not result.matches:
         for entry in table.lookup(pseudonym):
+            if entry.key_id not in allowed and ring.by_id(entry.key_id) is not None:
+                continue  # a key that started after the record's time
             key = ring.by_id(entry.key_id)
             if key is None:
                 result.notes.append(
@@ -109,7 +134,7 @@ def reveal(
                 continue
             result.matches.append(Match(RevealTable.open_entry(entry, key), key.id, "table"))
     if not result.matches and kind in ("ipv4", "ipv6"):
-        _search(result, ring, networks or [], settings, within or [], max_search)
+        _search(result, keys, ring.source, networks or [], settings, within or [], max_search)
     elif not result.matches:
         result.notes.append(
             f"{kind} pseudonyms can only be revealed through the re-identification table"
@@ -122,17 +147,28 @@ def reveal(
         "outcome": result.outcome,
         "method": sorted({m.method for m in result.matches}) or None,
         "key_id": sorted({m.key_id for m in result.matches}) or None,
-        "keys_tried": [k.id for k in ring.keys],
+        "keys_tried": [k.id for k in keys],
     }
+    if at is not None:
+        entry["at"] = iso(at)
     if within:
         entry["within"] = within
+    entry.update(extra or {})
+    for m in result.matches:
+        key = ring.by_id(m.key_id)
+        if key is not None:
+            until = ring.until(key)
+            m.key_valid = f"{iso(key.valid_from)} .. " + (
+                iso(until) if until != float("inf") else "now"
+            )
     audit.append("reveal", **entry)
     return result
 
 
 def _search(
     result: RevealResult,
-    ring: KeyRing,
+    keys: list[Key],
+    source: str,
     networks: list[str],
     settings: Pseudonymization,
     within: list[str],
@@ -141,7 +177,7 @@ def _search(
     target = ipaddress.ip_address(result.pseudonym)
     version = target.version
     tag = target.packed[0] - 240 if version == 4 else (int(target) >> 64) & 0xFFFF
-    for key in ring.keys:
+    for key in keys:
         p = Pseudonymizer(key, networks=networks, settings=settings)
         if version == 6 and not p.is_pseudonym(str(target)):
             continue  # another key's prefix
@@ -168,7 +204,7 @@ def _search(
                 result.matches.append(Match(value, key.id, "search"))
     if not result.matches:
         where = ", ".join(within) if within else "the declared network it is tagged with"
-        result.notes.append(f"no address in {where} has this pseudonym under {ring.source}")
+        result.notes.append(f"no address in {where} has this pseudonym under {source}")
     elif len({m.value for m in result.matches}) > 1:
         result.notes.append(
             "several addresses give this pseudonym (a collision, or a search without the "
