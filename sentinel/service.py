@@ -196,8 +196,21 @@ class Service:
             )
             self.ot_input = OTInput(interfaces=interfaces)  # stats.json: "tshark-missing"
             return
-        self.ot_feed = LiveFeed(settings.server_ports(), max_frames=self.sensor.queue_frames)
-        self.ot_input = OTInput(interfaces=interfaces, feed=self.ot_feed)
+        feed = self.ot_feed = LiveFeed(settings.server_ports(), max_frames=self.sensor.queue_frames)
+        self.ot_input = OTInput(interfaces=interfaces, feed=feed)
+        self.registry.gauge_callback(
+            "sentinel_ot_feed_dropped_total",
+            "Frames not handed to tshark because it fell behind (OT decoding only).",
+            lambda: float(feed.dropped),
+            kind="counter",
+        )
+        self.registry.add_health_check("ot", self._ot_health)
+
+    def _ot_health(self) -> str | None:
+        feed = self.ot_feed
+        if feed is not None and feed.error and not self.stopping:
+            return f"the tshark worker went away ({feed.error}); OT protocols are not decoded"
+        return None
 
     def _kernel_counters(self) -> dict[str, tuple[int, int]]:
         """Fresh kernel counters of the capture sockets (for a metrics scrape)."""

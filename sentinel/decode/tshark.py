@@ -647,7 +647,9 @@ class OTBridge:
             return
         timeout = self.settings.finish_timeout
         if self.input.feed is not None:
-            self.input.feed.close()  # EOF: tshark dissects what it was given, then exits
+            # EOF once the queue is written: tshark dissects what it was given, then exits.
+            # No waiting here: the writer may wait for tshark, which waits for us to read.
+            self.input.feed.close(timeout=0)
             timeout = timeout or LIVE_FINISH_TIMEOUT
         deadline = time.monotonic() + timeout if timeout else None
         for items in self.source.wait(deadline):
