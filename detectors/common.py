@@ -12,6 +12,8 @@ Suricata's app-layer events). Numeric ids keep findings usable by EVE consumers 
 - 9000200-9000299: reconnaissance (``detectors/recon.py``)
 - 9000500-9000599: link layer (``detectors/arp_spoof.py``)
 - 9000600-9000699: learned baselines (``sentinel/ml``)
+- 9000700-9000799: OT protocol policy (``detectors/ot_policy.py``; DNP3, IEC 104, S7comm,
+  EtherNet/IP-CIP, BACnet)
 - 9001000-9001999: the YARA starter set (``signatures/*.yar``, the ``sid`` of each rule)
 
 Techniques are MITRE ATT&CK for ICS (https://attack.mitre.org/matrices/ics/); the tactic given

@@ -6,40 +6,40 @@ normalised ``OTEvent`` (``operation``, ``function``, ``status``, protocol detail
 (``sentinel/decode/ot_settings.py``); assets and their ``allowed_masters`` and ``role`` from
 the site configuration.
 
-Rules (ids 90003xx, next to the Modbus policy's 90001xx, see ``detectors/common.py``; 22700xx
+Rules (ids 90007xx, next to the Modbus policy's 90001xx, see ``detectors/common.py``; 22700xx
 belongs to Suricata's DNP3 app-layer event rules, which the rule engine ships):
 
 =======  ====================================================  =======  =======================
 id       finding (on requests unless said otherwise)           needs    technique
 =======  ====================================================  =======  =======================
-9000301  controller or application stopped                     -        T0858 Change Op. Mode
-9000302  controller or application started                     -        T0858 Change Op. Mode
-9000303  device restarted or reinitialised                     -        T0816 Device Restart
-9000304  program / configuration / block / file download       -        T0843 Program Download
-9000305  program upload                                        -        T0845 Program Upload
-9000306  firmware update                                       -        T0857 System Firmware
-9000307  file, block or memory deleted                         -        T0809 Data Destruction
-9000308  control command from a client not allowed            either   T0855 Unauth. Command
-9000309  setpoint / value write from a client not allowed     either   T0836 Modify Parameter
-9000310  unsolicited reporting disabled and not re-enabled     -        T0804 Block Reporting
-9000311  device communication disabled (BACnet DCC)           -        T0814 Denial of Service
-9000312  clock set by a client not allowed                    either   T0855 Unauth. Command
-9000313  authentication failure (on the response)             -        T0859 Valid Accounts
-9000314  I/O forced (S7 force)                                -        T0835 Manipulate I/O
+9000701  controller or application stopped                     -        T0858 Change Op. Mode
+9000702  controller or application started                     -        T0858 Change Op. Mode
+9000703  device restarted or reinitialised                     -        T0816 Device Restart
+9000704  program / configuration / block / file download       -        T0843 Program Download
+9000705  program upload                                        -        T0845 Program Upload
+9000706  firmware update                                       -        T0857 System Firmware
+9000707  file, block or memory deleted                         -        T0809 Data Destruction
+9000708  control command from a client not allowed            either   T0855 Unauth. Command
+9000709  setpoint / value write from a client not allowed     either   T0836 Modify Parameter
+9000710  unsolicited reporting disabled and not re-enabled     -        T0804 Block Reporting
+9000711  device communication disabled (BACnet DCC)           -        T0814 Denial of Service
+9000712  clock set by a client not allowed                    either   T0855 Unauth. Command
+9000713  authentication failure (on the response)             -        T0859 Valid Accounts
+9000714  I/O forced (S7 force)                                -        T0835 Manipulate I/O
 =======  ====================================================  =======  =======================
 
-*Allowed clients* (9000308, 9000309, 9000312): if the target device is a declared asset with
+*Allowed clients* (9000708, 9000709, 9000712): if the target device is a declared asset with
 ``allowed_masters``, exactly those hosts; otherwise the device's masters learned in the first
 ``ot.policy.learning_seconds`` of OT traffic: every client that sent it requests (of that
 protocol) then. A client not allowed is reported once per device and kind of operation
 (control, write, time).
 
-*Engineering work* (9000301-9000307, 9000314) is not reported when the client is a declared
+*Engineering work* (9000701-9000707, 9000714) is not reported when the client is a declared
 asset with role ``engineering`` (or listed in ``ot.policy.engineering_hosts``) and the target
 allows it (no ``allowed_masters``, or listed there): stopping, programming and restarting
 controllers is what engineering workstations are for.
 
-*Unsolicited reporting* (9000310): DNP3 masters send DISABLE_UNSOLICITED at start-up, poll,
+*Unsolicited reporting* (9000710): DNP3 masters send DISABLE_UNSOLICITED at start-up, poll,
 then ENABLE_UNSOLICITED; a disable that is not followed by an enable to the same outstation
 within ``ot.policy.unsolicited_grace`` seconds is reported (checked on later OT events and
 every second of packet time; a disable in the last seconds of a capture is not reported).
@@ -81,28 +81,28 @@ def technique(tid: str) -> Technique:
 RULESET = "sentinel-ot-policy"
 DETECTOR = "ot_policy"
 
-STOP = PolicyRule(9000301, "OT controller or application stopped", "high", technique("T0858"))
-START = PolicyRule(9000302, "OT controller or application started", "medium", technique("T0858"))
-RESTART = PolicyRule(9000303, "OT device restarted or reinitialised", "high", technique("T0816"))
+STOP = PolicyRule(9000701, "OT controller or application stopped", "high", technique("T0858"))
+START = PolicyRule(9000702, "OT controller or application started", "medium", technique("T0858"))
+RESTART = PolicyRule(9000703, "OT device restarted or reinitialised", "high", technique("T0816"))
 DOWNLOAD = PolicyRule(
-    9000304, "OT program, configuration or file download", "high", technique("T0843")
+    9000704, "OT program, configuration or file download", "high", technique("T0843")
 )
-UPLOAD = PolicyRule(9000305, "OT program upload", "medium", technique("T0845"))
-FIRMWARE = PolicyRule(9000306, "OT firmware update", "critical", technique("T0857"))
-DELETE = PolicyRule(9000307, "OT file, block or memory deleted", "high", technique("T0809"))
+UPLOAD = PolicyRule(9000705, "OT program upload", "medium", technique("T0845"))
+FIRMWARE = PolicyRule(9000706, "OT firmware update", "critical", technique("T0857"))
+DELETE = PolicyRule(9000707, "OT file, block or memory deleted", "high", technique("T0809"))
 CONTROL = PolicyRule(
-    9000308, "OT control command from a client not allowed", "high", technique("T0855")
+    9000708, "OT control command from a client not allowed", "high", technique("T0855")
 )
 WRITE = PolicyRule(
-    9000309, "OT setpoint or value write from a client not allowed", "high", technique("T0836")
+    9000709, "OT setpoint or value write from a client not allowed", "high", technique("T0836")
 )
 UNSOLICITED_OFF = PolicyRule(
-    9000310, "DNP3 unsolicited reporting disabled", "medium", technique("T0804")
+    9000710, "DNP3 unsolicited reporting disabled", "medium", technique("T0804")
 )
-COMM_OFF = PolicyRule(9000311, "BACnet device communication disabled", "high", technique("T0814"))
-TIME = PolicyRule(9000312, "OT clock set by a client not allowed", "medium", technique("T0855"))
-AUTH_FAILURE = PolicyRule(9000313, "OT authentication failure", "medium", technique("T0859"))
-FORCE = PolicyRule(9000314, "OT I/O forced", "high", technique("T0835"))
+COMM_OFF = PolicyRule(9000711, "BACnet device communication disabled", "high", technique("T0814"))
+TIME = PolicyRule(9000712, "OT clock set by a client not allowed", "medium", technique("T0855"))
+AUTH_FAILURE = PolicyRule(9000713, "OT authentication failure", "medium", technique("T0859"))
+FORCE = PolicyRule(9000714, "OT I/O forced", "high", technique("T0835"))
 
 RULES: tuple[PolicyRule, ...] = (
     STOP,
@@ -145,7 +145,7 @@ FORCES: frozenset[tuple[str, str]] = frozenset(
     {("s7comm", "Programmer commands / Force"), ("s7comm", "Programmer commands / Force selection")}
 )
 BACNET_FILE_OBJECT = 10
-# The allowed-client family of each operation (rules 9000308, 9000309, 9000312).
+# The allowed-client family of each operation (rules 9000708, 9000709, 9000712).
 FAMILIES: dict[str, PolicyRule] = {"control": CONTROL, "write": WRITE, "time_sync": TIME}
 MAX_LISTED = 16
 

@@ -73,7 +73,7 @@ class OTPolicySettings(_Strict):
     # Hosts allowed to program, start/stop and restart controllers, besides the assets
     # declared with role engineering.
     engineering_hosts: list[str] = []
-    # Rule ids (e.g. 9000305) whose findings are dropped, for site tuning.
+    # Rule ids (e.g. 9000705) whose findings are dropped, for site tuning.
     disabled_rules: list[int] = []
     # Clients/devices/pairs tracked (bounded memory on a scanned network).
     max_tracked: int = Field(16384, ge=16)

@@ -2,9 +2,9 @@
 
 Rule ids 9000600-9000699 are reserved for ``ml_anomaly``, in Sentinel's own block
 9000000-9099999 (``detectors/common.py`` lists who has which hundred: policy 9000100,
-reconnaissance 9000200, the scheduler's and the OT policy's 9000300, response 9000400, link
-layer 9000500). Ids 9000601-9000619 are the deterministic checks of tier 1, 9000620 the window
-scorer of tier 2. Ruleset: ``sentinel-ml``.
+reconnaissance 9000200, the scheduler 9000300, response 9000400, link layer 9000500, OT
+protocol policy 9000700). Ids 9000601-9000619 are the deterministic checks of tier 1, 9000620
+the window scorer of tier 2. Ruleset: ``sentinel-ml``.
 
 Techniques are MITRE ATT&CK for ICS; the tactic given is the one the technique serves here.
 """

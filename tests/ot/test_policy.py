@@ -23,19 +23,19 @@ def rules(a) -> Counter[str]:
 def test_s7comm_operations(ot_run, crafted) -> None:
     found = ot_findings(ot_run(crafted["s7"]))
     assert set(found) == {
-        ("9000301", "PLC Stop"),
-        ("9000302", "PI-Service P_PROGRAM"),
-        ("9000304", "Request download"),
-        ("9000307", "PI-Service _DELE"),
-        ("9000305", "Start upload"),
-        ("9000313", "Security / PLC password"),
+        ("9000701", "PLC Stop"),
+        ("9000702", "PI-Service P_PROGRAM"),
+        ("9000704", "Request download"),
+        ("9000707", "PI-Service _DELE"),
+        ("9000705", "Start upload"),
+        ("9000713", "Security / PLC password"),
     }
     # Repeats of a rule between the same hosts fold into one finding with a count.
     a = ot_run(crafted["s7"])
     counts = {f["rule"]["id"]: f["sentinel"]["count"] for f in a.findings}
-    assert counts["9000304"] == 4  # request download, download block, download ended, _INSE
-    assert counts["9000307"] == 2  # _DELE and the memory reset
-    assert counts["9000302"] == 2  # warm and cold start
+    assert counts["9000704"] == 4  # request download, download block, download ended, _INSE
+    assert counts["9000707"] == 2  # _DELE and the memory reset
+    assert counts["9000702"] == 2  # warm and cold start
 
 
 def test_engineering_workstation_may_program_the_plc(ot_run, crafted) -> None:
@@ -46,42 +46,42 @@ def test_engineering_workstation_may_program_the_plc(ot_run, crafted) -> None:
         ]
     )
     # Password failures are reported whoever the client is.
-    assert set(rules(ot_run(crafted["s7"], "engineering", config))) == {"9000313"}
+    assert set(rules(ot_run(crafted["s7"], "engineering", config))) == {"9000713"}
     not_allowed = ot_config(
         assets=[
             {"address": "192.0.2.10", "role": "engineering"},
             {"address": "192.0.2.20", "role": "plc", "allowed_masters": ["192.0.2.11"]},
         ]
     )
-    assert "9000301" in rules(ot_run(crafted["s7"], "engineering-not-allowed", not_allowed))
+    assert "9000701" in rules(ot_run(crafted["s7"], "engineering-not-allowed", not_allowed))
 
 
 def test_cip_operations(ot_run, crafted) -> None:
     found = ot_findings(ot_run(crafted["cip"]))
     assert Counter(found) == Counter(
         {
-            ("9000303", "Reset"): 1,  # two resets (one in a Multiple Service Packet), folded
-            ("9000301", "Stop"): 1,
-            ("9000313", "Stop"): 1,  # refused: privilege violation
-            ("9000304", "Initiate_Download"): 1,
+            ("9000703", "Reset"): 1,  # two resets (one in a Multiple Service Packet), folded
+            ("9000701", "Stop"): 1,
+            ("9000713", "Stop"): 1,  # refused: privilege violation
+            ("9000704", "Initiate_Download"): 1,
         }
     )
     a = ot_run(crafted["cip"])
-    reset = next(f for f in a.findings if f["rule"]["id"] == "9000303")
+    reset = next(f for f in a.findings if f["rule"]["id"] == "9000703")
     assert reset["sentinel"]["count"] == 2
 
 
 def test_iec104_restart_and_learned_masters(ot_run, crafted) -> None:
-    assert ot_findings(ot_run(crafted["iec104"])) == [("9000303", "C_RP_NA_1")]
+    assert ot_findings(ot_run(crafted["iec104"])) == [("9000703", "C_RP_NA_1")]
     found = ot_findings(ot_run(crafted["iec104_rogue"]))
-    rogue = [f for f in ot_run(crafted["iec104_rogue"]).findings if f["rule"]["id"] != "9000303"]
+    rogue = [f for f in ot_run(crafted["iec104_rogue"]).findings if f["rule"]["id"] != "9000703"]
     assert sorted(found) == sorted(
         [
-            ("9000303", "C_RP_NA_1"),  # the usual master
-            ("9000303", "C_RP_NA_1"),  # the rogue one
-            ("9000308", "C_SC_NA_1"),  # select and execute: one finding (reported once)
-            ("9000309", "C_SE_NC_1"),
-            ("9000312", "C_CS_NA_1"),
+            ("9000703", "C_RP_NA_1"),  # the usual master
+            ("9000703", "C_RP_NA_1"),  # the rogue one
+            ("9000708", "C_SC_NA_1"),  # select and execute: one finding (reported once)
+            ("9000709", "C_SE_NC_1"),
+            ("9000712", "C_CS_NA_1"),
         ]
     )
     assert {f["source"]["ip"] for f in rogue} == {"192.0.2.99"}
@@ -91,34 +91,34 @@ def test_iec104_restart_and_learned_masters(ot_run, crafted) -> None:
 def test_iec104_allowed_masters(ot_run, crafted, allowed: str, expected: bool) -> None:
     config = ot_config(assets=[{"address": "192.0.2.60", "allowed_masters": [allowed]}])
     got = rules(ot_run(crafted["iec104"], f"allowed-{allowed}", config))
-    assert ("9000308" in got) is expected
-    assert ("9000309" in got) is expected
-    assert ("9000312" in got) is expected
-    assert got["9000303"] == 1
+    assert ("9000708" in got) is expected
+    assert ("9000709" in got) is expected
+    assert ("9000712" in got) is expected
+    assert got["9000703"] == 1
 
 
 def test_bacnet_operations(ot_run, crafted) -> None:
     assert set(ot_findings(ot_run(crafted["bacnet"]))) == {
-        ("9000303", "reinitializeDevice"),
-        ("9000311", "deviceCommunicationControl"),
-        ("9000313", "deviceCommunicationControl"),  # password failure
-        ("9000307", "deleteObject"),  # of a file object
-        ("9000304", "atomicWriteFile"),
+        ("9000703", "reinitializeDevice"),
+        ("9000711", "deviceCommunicationControl"),
+        ("9000713", "deviceCommunicationControl"),  # password failure
+        ("9000707", "deleteObject"),  # of a file object
+        ("9000704", "atomicWriteFile"),
     }
     enabled = rules(ot_run(crafted["bacnet_enable"]))
-    assert "9000311" not in enabled and "9000303" in enabled
+    assert "9000711" not in enabled and "9000703" in enabled
 
 
 def test_dnp3_unsolicited_reporting(ot_run, crafted) -> None:
-    assert ot_findings(ot_run(crafted["dnp3_unsol_off"])) == [("9000310", "DISABLE_UNSOLICITED")]
+    assert ot_findings(ot_run(crafted["dnp3_unsol_off"])) == [("9000710", "DISABLE_UNSOLICITED")]
     assert ot_findings(ot_run(crafted["dnp3_unsol_restarted"])) == []
 
 
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("dnp3_file_del", {("9000307", "DELETE_FILE")}),
-        ("dnp3_file_write", {("9000304", "OPEN_FILE")}),
+        ("dnp3_file_del", {("9000707", "DELETE_FILE")}),
+        ("dnp3_file_write", {("9000704", "OPEN_FILE")}),
         ("dnp3_file_read", set()),
         ("dnp3_en_spon", set()),
         ("dnp3_read", set()),
@@ -128,11 +128,11 @@ def test_dnp3_unsolicited_reporting(ot_run, crafted) -> None:
         (
             "dnp3",
             {
-                ("9000303", "COLD_RESTART"),
-                ("9000303", "WARM_RESTART"),
-                ("9000301", "STOP_APPL"),
-                ("9000310", "DISABLE_UNSOLICITED"),
-                ("9000308", "SELECT"),  # a new master, years into the concatenated trace
+                ("9000703", "COLD_RESTART"),
+                ("9000703", "WARM_RESTART"),
+                ("9000701", "STOP_APPL"),
+                ("9000710", "DISABLE_UNSOLICITED"),
+                ("9000708", "SELECT"),  # a new master, years into the concatenated trace
             },
         ),
     ],
@@ -144,7 +144,7 @@ def test_dnp3_on_zeek_captures(ot_run, name: str, expected: set) -> None:
 def test_finding_document(ot_run) -> None:
     a = ot_run(ZEEK_DNP3 / "pcaps" / "dnp3_file_del.pcap")
     (doc,) = [f for f in a.findings if f["sentinel"]["detector"] == "ot_policy"]
-    assert doc["rule"]["id"] == "9000307" and doc["rule"]["ruleset"] == "sentinel-ot-policy"
+    assert doc["rule"]["id"] == "9000707" and doc["rule"]["ruleset"] == "sentinel-ot-policy"
     assert doc["threat"]["technique"]["id"] == ["T0809"]
     assert doc["threat"]["framework"] == "MITRE ATT&CK for ICS"
     assert doc["network"] == {"transport": "tcp", "protocol": "dnp3"}
@@ -162,6 +162,6 @@ def test_finding_document(ot_run) -> None:
 
 
 def test_disabled_rules(ot_run) -> None:
-    config = ot_config(policy={"disabled_rules": [9000303, 9000310]})
+    config = ot_config(policy={"disabled_rules": [9000703, 9000710]})
     got = rules(ot_run(ZEEK_DNP3 / "pcaps" / "dnp3.pcap", "disabled", config))
-    assert "9000303" not in got and "9000310" not in got and "9000301" in got
+    assert "9000703" not in got and "9000710" not in got and "9000701" in got
