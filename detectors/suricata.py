@@ -12,8 +12,13 @@ additions, and turns every alert into two things:
   every alert unaggregated, plus one ``modbus`` record per transaction.
 
 The detector subscribes only to the events its rules need (a rule set without packet rules
-costs nothing per packet): the instance is of a subclass that overrides just those ``on_*``
-methods.
+costs nothing per packet, one without DNP3 rules never sees an ``OTEvent``): the instance is
+of a subclass that overrides just those ``on_*`` methods.
+
+DNP3: rules with DNP3 keywords, ``dnp3_data`` or ``app-layer-event:dnp3.*`` match the
+tshark-decoded DNP3 messages (``on_ot``); each message is one transaction direction, so a
+signature alerts at most once per message. EVE alerts carry ``app_proto: dnp3``, the
+``dnp3`` object and ``tx_id`` (per flow, counted over the DNP3 messages this detector saw).
 
 Protocol events: the decoder reports an anomaly just before the message it concerns (same
 flow, direction and frame), so anomalies wait in ``_pending`` until that message arrives and
@@ -32,7 +37,7 @@ import logging
 from typing import Any, ClassVar
 
 from sentinel.config import Config
-from sentinel.events import Anomaly, ModbusMessage, PacketEvent, StreamData
+from sentinel.events import Anomaly, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 from sentinel.rules import loader
@@ -74,6 +79,8 @@ class RuleDetector(Detector):
             wanted.add("on_stream")
         if engine.wants_app or engine.needs_modbus_flows or eve is not None:
             wanted.update(("on_modbus", "on_anomaly"))
+        if engine.wants_dnp3:
+            wanted.add("on_ot")
         variant = cls._variant(frozenset(wanted))
         inst = super().__new__(variant)
         inst._preloaded = (ruleset, engine, eve)
@@ -111,6 +118,7 @@ class RuleDetector(Detector):
                 self.eve.transaction, config.decode.max_pending_requests, config.decode.max_flows
             )
         self.listeners: list[Any] = []  # callables receiving every Alert (rules test)
+        self._dnp3_tx: dict[str, int] = {}  # uid -> DNP3 messages seen (EVE tx_id)
 
     # ------------------------------------------------------------------ events
     def _on_packet(self, packet: PacketEvent) -> list[Finding] | None:
@@ -171,6 +179,19 @@ class RuleDetector(Detector):
             out = (out or []) + self._report(alerts, tx)
         return out
 
+    def _on_ot(self, ev: OTEvent) -> list[Finding] | None:
+        if ev.protocol != "dnp3":
+            return None
+        tx_id = None
+        if self.eve is not None and ev.uid is not None and ev.code is not None:
+            counts = self._dnp3_tx
+            if ev.uid not in counts and len(counts) >= self.config.decode.max_flows:
+                del counts[next(iter(counts))]
+            tx_id = counts.get(ev.uid, -1) + 1
+            counts[ev.uid] = tx_id
+        alerts = self.engine.inspect_ot(ev)
+        return self._report(alerts, tx_id=tx_id) if alerts else None
+
     def _on_flow_end(self, flow: dict) -> list[Finding] | None:
         out = self._flush() if self._pending else None
         uid = flow["uid"]
@@ -190,12 +211,17 @@ class RuleDetector(Detector):
                 out += self._report(alerts)
         return out
 
-    def _report(self, alerts: list[Alert], tx: ModbusTransaction | None = None) -> list[Finding]:
+    def _report(
+        self, alerts: list[Alert], tx: ModbusTransaction | None = None, tx_id: int | None = None
+    ) -> list[Finding]:
         findings = []
         for a in alerts:
             app_proto = self._app_proto(a)
             if self.eve is not None:
-                self.eve.alert(a, tx if a.message is not None else None, app_proto)
+                if a.ot is not None:
+                    self.eve.alert(a, None, app_proto, tx_id=tx_id)
+                else:
+                    self.eve.alert(a, tx if a.message is not None else None, app_proto)
             for listener in self.listeners:
                 listener(a)
             findings.append(self._finding(a, app_proto))
@@ -226,7 +252,9 @@ class RuleDetector(Detector):
             },
             "technique_source": rule.technique_source,
             "direction": "to_server" if a.is_orig else "to_client",
-            "inspected": {"app": "transaction" if a.message else "event"}.get(a.kind, a.kind),
+            "inspected": {"app": "transaction" if a.message or _is_tx(a.ot) else "event"}.get(
+                a.kind, a.kind
+            ),
         }
         if rule.metadata:
             evidence["rule"]["metadata"] = rule.metadata_dict
@@ -235,10 +263,16 @@ class RuleDetector(Detector):
         message = rule.msg
         if a.message is not None:
             evidence["modbus"] = _modbus_evidence(a.message)
+        if a.ot is not None:
+            evidence["dnp3"] = _dnp3_evidence(a.ot)
         if a.events:
+            derived = (
+                "reported by the DNP3 decoder" if a.ot is not None
+                else "derived from the decoded message"
+            )  # fmt: skip
             evidence["events"] = [
                 {"name": e.name, "detail": e.detail} if isinstance(e, Anomaly)
-                else {"name": f"modbus.{e}", "detail": "derived from the decoded message"}
+                else {"name": f"{protocol}.{e}", "detail": derived}
                 for e in a.events
             ]  # fmt: skip
             details = [e.detail for e in a.events if isinstance(e, Anomaly) and e.detail]
@@ -284,6 +318,27 @@ def _modbus_evidence(msg: ModbusMessage) -> dict[str, Any]:
         if len(values) > MAX_VALUES:
             ev["values_truncated"] = len(values)
     return ev
+
+
+def _is_tx(ev: OTEvent | None) -> bool:
+    return ev is not None and ev.code is not None
+
+
+def _dnp3_evidence(ev: OTEvent) -> dict[str, Any]:
+    d = ev.detail.get("dnp3", {})
+    out: dict[str, Any] = {
+        "direction": ev.direction,
+        "function": ev.function,
+        "fc": ev.code,
+        "link": {k: d.get("link", {}).get(k) for k in ("src", "dst")},
+        "objects": [f"g{h['group']}v{h['variation']}" for h in d.get("objects", ())[:MAX_VALUES]],
+    }
+    if not ev.is_orig and d.get("iin") is not None:
+        out["iin"] = d["iin"]
+        out["iin_flags"] = list(ev.flags)
+    if d.get("events"):
+        out["events"] = list(d["events"])
+    return out
 
 
 def _ruleset(config: Config, kwargs: dict[str, Any]) -> RuleSet:

@@ -495,6 +495,8 @@ class Dnp3Log:
         self.open: OrderedDict[Any, dict[str, Any]] = OrderedDict()
 
     def event(self, ev: OTEvent) -> None:
+        if ev.code is None:  # a link frame without an application fragment (bad data CRC)
+            return
         key = ev.uid or ev.conn
         rec = self.open.get(key)
         if rec is None:

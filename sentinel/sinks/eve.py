@@ -7,7 +7,10 @@ these records unchanged (spec section 5):
   alert to ``EveSink.alert`` directly (the pipeline's findings are aggregated, so EVE cannot
   be derived from them);
 - one ``modbus`` record per Modbus transaction (request and response together), handed over
-  by the rule detector's transaction tracker when the transaction completes.
+  by the rule detector's transaction tracker when the transaction completes;
+- a DNP3 alert carries ``app_proto: dnp3`` and ``dnp3.request`` / ``dnp3.response`` (spec
+  section 5) built from the tshark-decoded message (``dnp3_message``); Sentinel writes no
+  ``event_type: dnp3`` records (``dnp3.jsonl`` is the DNP3 transaction log).
 
 Timestamps are local time with the offset written without a colon (``+0100``), ``flow_id``
 is a stable 51-bit number derived from the flow uid, ``pcap_cnt`` is the frame number.
@@ -27,7 +30,7 @@ import struct
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sentinel.events import ModbusMessage
+from sentinel.events import ModbusMessage, OTEvent
 from sentinel.rules import modbus as mb
 from sentinel.sinks.base import Sink
 from sentinel.sinks.jsonl import JsonlWriter
@@ -183,6 +186,69 @@ def modbus_object(tx: ModbusTransaction) -> dict[str, Any]:
     return obj
 
 
+def dnp3_message(ev: OTEvent) -> dict[str, Any]:
+    """One DNP3 message as Suricata's EVE ``dnp3.request`` / ``dnp3.response`` (the object
+    headers without their points: tshark's points are not tied to their header here)."""
+    d = ev.detail.get("dnp3", {})
+    link, app = d.get("link", {}), d.get("application", {})
+    code = ev.code
+    kind = "request" if ev.is_orig else "unsolicited_response" if code == 0x82 else "response"
+    objects = []
+    for h in d.get("objects", ()):
+        obj = {k: h[k] for k in ("group", "variation", "qualifier", "prefix_code", "range_code")}
+        obj.update({k: h[k] for k in ("start", "stop", "count") if h.get(k) is not None})
+        objects.append(obj)
+    rec: dict[str, Any] = {
+        "type": kind,
+        "control": {
+            "dir": bool(link.get("dir")),
+            "pri": bool(link.get("prm")),
+            "fcb": bool(link.get("fcb")),
+            "fcv": bool(link.get("fcv")),
+            "function_code": link.get("function"),
+        },
+        "src": link.get("src"),
+        "dst": link.get("dst"),
+        "application": {
+            "control": {
+                "fir": bool(app.get("fir")),
+                "fin": bool(app.get("fin")),
+                "con": bool(app.get("con")),
+                "uns": bool(app.get("uns")),
+                "sequence": app.get("seq"),
+            },
+            "function_code": code,
+            "objects": objects,
+            "complete": True,
+        },
+    }
+    if not ev.is_orig:
+        iin = d.get("iin") or 0
+        rec["iin"] = {"indicators": [name for bit, name in DNP3_IIN if iin & bit]}
+    return rec
+
+
+# Suricata's indicator names (output-json-dnp3.c), IIN1 first.
+DNP3_IIN = (
+    (0x8000, "device_restart"),
+    (0x4000, "device_trouble"),
+    (0x2000, "local_control"),
+    (0x1000, "need_time"),
+    (0x0800, "class_3_events"),
+    (0x0400, "class_2_events"),
+    (0x0200, "class_1_events"),
+    (0x0100, "all_stations"),
+    (0x0080, "reserved_1"),
+    (0x0040, "reserved_2"),
+    (0x0020, "config_corrupt"),
+    (0x0010, "already_executing"),
+    (0x0008, "event_buffer_overflow"),
+    (0x0004, "parameter_error"),
+    (0x0002, "object_unknown"),
+    (0x0001, "no_func_code_support"),
+)
+
+
 def _five_tuple(rec: dict[str, Any], src: tuple[str, int], dst: tuple[str, int]) -> None:
     rec["src_ip"], rec["src_port"] = src
     rec["dest_ip"], rec["dest_port"] = dst
@@ -211,6 +277,7 @@ class EveSink(Sink):
         alert: Alert,
         tx: ModbusTransaction | None = None,
         app_proto: str | None = None,
+        tx_id: int | None = None,
     ) -> None:
         rule = alert.rule
         c = alert.conn
@@ -224,6 +291,8 @@ class EveSink(Sink):
         _five_tuple(rec, *((orig, resp) if alert.is_orig else (resp, orig)))
         if tx is not None:
             rec["tx_id"] = tx.id - 1
+        elif tx_id is not None:
+            rec["tx_id"] = tx_id
         body: dict[str, Any] = {
             "action": "blocked" if rule.header.action.startswith("reject") else "allowed",
             "gid": rule.gid,
@@ -241,6 +310,9 @@ class EveSink(Sink):
         rec["direction"] = "to_server" if alert.is_orig else "to_client"
         if tx is not None:
             rec["modbus"] = modbus_object(tx)
+        ot = getattr(alert, "ot", None)
+        if ot is not None and ot.code is not None:
+            rec["dnp3"] = {"request" if ot.is_orig else "response": dnp3_message(ot)}
         self._out().write(rec)
         self.alerts += 1
 

@@ -237,6 +237,8 @@ def test_dnp3_fields(ot_run) -> None:
         "dst": 10,
         "dir": True,
         "prm": True,
+        "fcb": False,
+        "fcv": False,
         "function": 4,
     }
     unsolicited = records(ot_run(ICS / "dnp3" / "unsolcited_response_and_confirm.pcap"), "ot")

@@ -19,6 +19,28 @@ Every event's ``detail["dnp3"]`` carries what Suricata's DNP3 keywords evaluate:
 
 Function names are Zeek's (``READ``, ``DIRECT_OPERATE``, ``UNSOLICITED_RESPONSE``,
 ``unknown-N``) so that dnp3.jsonl agrees with Zeek's dnp3.log.
+
+Protocol events (Suricata's DNP3 app-layer events, spec section 4) are listed by name in
+``detail["dnp3"]["events"]`` of the message they concern:
+
+- ``len_too_small``: a request fragment shorter than its 2-byte header, a response shorter
+  than its 4-byte header (with IIN) or without IIN in the dissection;
+- ``unknown_object``: an object header Wireshark's object table does not know (its expert
+  item ``dnp3.unknown_object``);
+- ``too_many_objects`` / ``too_many_points``: more than 2048 object headers / 16384 points
+  in one message (Suricata's ``max-objects`` / ``max-points``);
+- ``too_long_reassembly``: the fragment outgrew 63 x 255 bytes (``data`` is then None);
+- ``malformed``: tshark flagged the frame malformed (``_ws.malformed``: its dissector hit the
+  end of the data) and no more specific event applies.
+
+A link frame that tshark dissects but that carries no application fragment because a data
+block CRC is wrong (``dnp.data_chunk.CRC.status`` 0) becomes an event of its own, function
+``LINK_FRAME``, code None, status ``malformed``, with the event ``bad_transport_crc`` (its
+segment is dropped and the fragment being reassembled with it discarded, as Suricata does).
+Not produced, because tshark's view cannot show them: ``bad_link_crc`` (the dissector
+rejects a frame whose header CRC is wrong: the bytes stay plain TCP, outside the ``dnp3``
+display filter), ``flooded`` (Suricata's count of its own live transaction objects) and
+``len_too_small`` for a link length below 5 (no ``dnp3`` layer either).
 """
 
 from __future__ import annotations
@@ -45,7 +67,7 @@ from sentinel.decode.ot.common import (
 from sentinel.events import OTEvent
 
 PROTOCOL = "dnp3"
-LAYERS = ("dnp3",)
+LAYERS = ("dnp3", "_ws.malformed")  # -J layers: the protocol, tshark's malformed marker
 FILTER = "dnp3"
 DISSECTOR = "dnp3"  # for --decode-as on extra ports
 TRANSPORTS = ("tcp", "udp")  # where --decode-as can hand it extra ports
@@ -206,6 +228,9 @@ ANALOG_OUTPUT_GROUPS = frozenset({41, 43})  # analog output commands and their e
 AUTH_GROUP = 120
 AUTH_ERROR_VARIATION = 7  # g120v7: authentication error (SAv5, IEEE 1815-2012 7.5.2.3)
 MAX_FRAGMENT = 63 * 255  # like Suricata's too_long_reassembly
+MAX_OBJECTS = 2048  # Suricata's dnp3 max-objects (too_many_objects)
+MAX_POINTS = 16384  # Suricata's dnp3 max-points (too_many_points)
+_OVERFLOW = object()  # a reassembly buffer marker: the fragment outgrew MAX_FRAGMENT
 FILE_FIELDS = (
     ("name", "dnp3.al.file_name"),
     ("mode", "dnp3.al.file.mode"),
@@ -237,7 +262,7 @@ class Normaliser:
         self.max_objects = max_objects
         self._buffers: PairTable = PairTable(4096)  # (flow, link src, link dst) -> bytearray
         self._requests = PairTable(65536)  # (flow, master, outstation) -> request operation
-        self.stats = {"link_frames": 0, "fragments_without_data": 0}
+        self.stats = {"link_frames": 0, "fragments_without_data": 0, "bad_transport_crc": 0}
 
     def packet(self, layers: dict[str, Any], base: FrameBase) -> list[OTEvent]:
         out: list[OTEvent] = []
@@ -246,6 +271,11 @@ class Normaliser:
             ev = self._link_frame(layer, base)
             if ev is not None:
                 out.append(ev)
+        if out and "_ws.malformed" in layers:  # the dissector stopped in the last PDU
+            last = out[-1]
+            events = last.detail["dnp3"].setdefault("events", [])
+            if not events:
+                events.append("malformed")
         return out
 
     def _link_frame(self, layer: dict[str, Any], base: FrameBase) -> OTEvent | None:
@@ -257,17 +287,54 @@ class Normaliser:
             "dst": dst,
             "dir": to_bool(get(ctl, "dnp3.ctl.dir")),
             "prm": to_bool(get(ctl, "dnp3.ctl.prm")),
+            "fcb": to_bool(get(ctl, "dnp3.ctl.fcb")),
+            "fcv": to_bool(get(ctl, "dnp3.ctl.fcv")),
             "function": to_int(get(ctl, "dnp3.ctl.prifunc"), to_int(get(ctl, "dnp3.ctl.secfunc"))),
         }
         tr = get(layer, "dnp3.tr.ctl_tree")
         app = next((v for _, v in subtrees(layer, "Application Layer")), None)
-        data = self._reassemble(layer, tr, base, src, dst, app is not None)
+        if _bad_chunk_crc(layer):
+            self.stats["bad_transport_crc"] += 1
+            self._buffers.pop((*flow_key(base), src, dst))
+            if app is None:
+                return self._bad_crc(base, link, tr)
+            data: bytes | None = None
+            overflow = False
+        else:
+            data, overflow = self._reassemble(layer, tr, base, src, dst, app is not None)
         if app is None:
             return None
         fc = to_int(get(app, "dnp3.al.func"))
         if fc is None:
             return None
-        return self._application(app, fc, base, link, tr, data)
+        ev = self._application(app, fc, base, link, tr, data)
+        events = _events(ev, app, data, overflow)
+        if _bad_chunk_crc(layer):
+            events.insert(0, "bad_transport_crc")
+        if events:
+            ev.detail["dnp3"]["events"] = events
+        return ev
+
+    def _bad_crc(self, base: FrameBase, link: dict[str, Any], tr: Any) -> OTEvent:
+        detail: dict[str, Any] = {"link": link, "events": ["bad_transport_crc"]}
+        if tr is not None:
+            detail["transport"] = {
+                "fir": to_bool(get(tr, "dnp3.tr.fir")),
+                "fin": to_bool(get(tr, "dnp3.tr.fin")),
+                "seq": to_int(get(tr, "dnp3.tr.seq")),
+            }
+        from_master = bool(link["dir"])
+        return event(
+            base,
+            PROTOCOL,
+            "request" if from_master else "response",
+            "other",
+            "LINK_FRAME",
+            None,
+            unit=link["dst"] if from_master else link["src"],
+            status="malformed",
+            detail=detail,
+        )
 
     def _reassemble(
         self,
@@ -277,33 +344,37 @@ class Normaliser:
         src: int | None,
         dst: int | None,
         complete: bool,
-    ) -> bytes | None:
+    ) -> tuple[bytes | None, bool]:
         """Application bytes of this link frame's transport segment, appended per link pair;
-        the whole fragment when the dissector completed one here."""
+        the whole fragment when the dissector completed one here. The flag says the
+        fragment outgrew ``MAX_FRAGMENT`` (its bytes were dropped)."""
         chunks = [hex_bytes(c) for c in _chunks(layer)]
         key = (*flow_key(base), src, dst)
         if not chunks or tr is None or any(c is None for c in chunks):
             if complete:
                 self.stats["fragments_without_data"] += 1
-            return None
+            return None, False
         segment = b"".join(chunks)[1:]  # first byte: the transport header
         if to_bool(get(tr, "dnp3.tr.fir")):
-            buf = bytearray(segment)
+            buf: Any = bytearray(segment)
             self._buffers.put(key, buf)
         else:
             buf = self._buffers.get(key)
             if buf is None:
                 if complete:
                     self.stats["fragments_without_data"] += 1
-                return None
-            buf += segment
-        if len(buf) > MAX_FRAGMENT:
-            self._buffers.pop(key)
-            return None
+                return None, False
+            if buf is not _OVERFLOW:
+                buf += segment
+        if buf is not _OVERFLOW and len(buf) > MAX_FRAGMENT:
+            buf = _OVERFLOW  # keep the marker until the fragment ends
+            self._buffers.put(key, buf)
         if complete or to_bool(get(tr, "dnp3.tr.fin")):
             self._buffers.pop(key)
-            return bytes(buf) if complete else None
-        return None
+            if buf is _OVERFLOW:
+                return None, complete
+            return (bytes(buf) if complete else None), False
+        return None, False
 
     def _application(
         self,
@@ -451,6 +522,35 @@ class Normaliser:
             points.append(point)
 
 
+def _events(ev: OTEvent, app: dict[str, Any], data: bytes | None, overflow: bool) -> list[str]:
+    """Suricata's DNP3 app-layer events that this message shows (see the module docstring)."""
+    d = ev.detail["dnp3"]
+    out: list[str] = []
+    if ev.code is not None and ev.code >= 0x80:
+        short = get(app, "dnp3.al.iin") is None or (data is not None and len(data) < 4)
+    else:
+        short = data is not None and len(data) < 2
+    if short:
+        out.append("len_too_small")
+    if any(h.get("unknown") for h in d["objects"]):
+        out.append("unknown_object")
+    if len(d["objects"]) > MAX_OBJECTS:
+        out.append("too_many_objects")
+    if d["points"] > MAX_POINTS:
+        out.append("too_many_points")
+    if overflow:
+        out.append("too_long_reassembly")
+    return out
+
+
+def _bad_chunk_crc(layer: dict[str, Any]) -> bool:
+    for _, node in subtrees(layer, "Data Chunks"):
+        for _, chunk in subtrees(node, "Data Chunk"):
+            if any(s == "0" for s in as_list(chunk.get("dnp.data_chunk.CRC.status"))):
+                return True
+    return False
+
+
 def _chunks(layer: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for _, node in subtrees(layer, "Data Chunks"):
@@ -473,6 +573,9 @@ def _header(obj: int, tree: dict[str, Any]) -> dict[str, Any]:
         "prefix_code": prefix,
         "range_code": rng,
     }
+    expert = tree.get("_ws.expert")
+    if any(isinstance(e, dict) and "dnp3.unknown_object" in e for e in as_list(expert)):
+        header["unknown"] = True  # Wireshark's object table does not know it
     if rng <= 5:
         start, stop = (
             to_int(get(items, "dnp3.al.range.start")),
