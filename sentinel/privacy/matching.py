@@ -50,3 +50,16 @@ def clear_for_matching(ip: str) -> str:
             if clear is not None:
                 return clear
     return ip
+
+
+def remembered(pseudonym: str) -> tuple[str, str] | None:
+    """``(clear address, key id)`` of a pseudonym minted in this process (current or previous
+    key of a live pseudonymizer), for the sensor's own re-identification (``sensor``)."""
+    for ref in _LIVE:
+        resolver = ref()
+        lookup = getattr(resolver, "remembered", None)
+        if lookup is not None:
+            found = lookup(pseudonym)
+            if found is not None:
+                return found
+    return None

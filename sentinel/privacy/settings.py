@@ -31,6 +31,11 @@ Example (every key optional; the values shown are the defaults unless marked)::
         capture_dirs: []                   # where pcap snapshots are kept
         spool: true                        # the Elasticsearch spool (sinks.elasticsearch)
         elasticsearch: true                # the Elasticsearch indices (sinks.elasticsearch)
+      snapshots:                           # capture.snapshot while pseudonymization is on
+        allow: false                       # refused unless true (a pcap is raw traffic)
+        max_seconds: 60                    # time span of one snapshot, at most
+        max_bytes: 1048576                 # size of one snapshot file, at most
+        frame_bytes: null                  # bytes kept of each frame (null: whole frames)
       audit_log: null                      # default $SENTINEL_STATE/privacy-audit.jsonl
 
 docs/privacy.md explains each setting for a data-protection officer. The lead wires
@@ -189,12 +194,29 @@ class Retention(_Strict):
         return None if value is None else parse_duration(value)
 
 
+class Snapshots(_Strict):
+    """``capture.snapshot`` (raw frames from the packet ring) while pseudonymization is on.
+
+    A pcap holds clear addresses and payload, so with pseudonymization on a snapshot is
+    refused unless ``allow`` is true; then it is cut to ``max_seconds`` of traffic and
+    ``max_bytes`` of file (and each frame to ``frame_bytes`` when set), it must be written
+    under one of ``retention.capture_dirs`` (data class ``captures``), and each one is
+    recorded in the privacy audit log.
+    """
+
+    allow: bool = False
+    max_seconds: float = Field(60.0, gt=0, le=3600)
+    max_bytes: int = Field(1 << 20, ge=4096, le=1 << 30)
+    frame_bytes: int | None = Field(None, ge=64, le=262144)
+
+
 class PrivacySettings(_Strict):
     """The ``privacy`` section of the config."""
 
     pseudonymization: Pseudonymization = Pseudonymization()
     minimization: Minimization = Minimization()
     retention: Retention = Retention()
+    snapshots: Snapshots = Snapshots()
     audit_log: str | None = None
 
     def audit_path(self) -> Path:

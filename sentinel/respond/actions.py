@@ -13,6 +13,14 @@ A value that must not be acted on (an address that does not parse, a declared PL
 raises ``Refused`` in ``plan``; anything that goes wrong when carrying out raises
 ``ActionError``. Both become a failed outcome, an audit record and a finding of their own.
 
+Privacy (``Services.privacy``, set when pseudonymization is on): findings name hosts outside
+the inventory by pseudonym. Actions that act on a host (``firewall.block``, ``scan.device``,
+``capture.snapshot``) resolve it at execution through ``private_target`` (an audited
+re-identification by the sensor, ``sentinel.privacy.sensor``); their plans, results and error
+messages keep the pseudonym (``Target.hide``), so no record or notification shows the clear
+address. Without privacy, an address in 240.0.0.0/4 (pseudonym space, never a host) is
+refused.
+
 Built-in actions: ``notify.webhook``, ``notify.email``, ``notify.syslog`` (``notify``);
 ``case.open``, ``asset.tag`` (``records``); ``capture.snapshot``, ``firewall.block``,
 ``scan.device`` (``network``). Each declares its id, its option model and which of its
@@ -26,7 +34,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -85,6 +93,21 @@ class CommandRunner:
 
 
 ScanQueue = Callable[[str, str], str]  # (job name, address) -> what was queued
+PSEUDONYM_SPACE = ipaddress.ip_network("240.0.0.0/4")  # sentinel.privacy.pseudonymizer
+
+
+class Privacy(Protocol):
+    """What actions use of the sensor's privacy settings (``sentinel.privacy.sensor``)."""
+
+    def is_pseudonym(self, text: str) -> bool: ...
+
+    def resolve(
+        self, pseudonym: str, *, action: str, context: dict[str, Any], at: float | None
+    ) -> str: ...
+
+    def snapshot_policy(self, directory: Path) -> Any: ...
+
+    def record_snapshot(self, **fields: Any) -> None: ...
 
 
 @dataclass
@@ -101,6 +124,7 @@ class Services:
     command: CommandRunner = field(default_factory=CommandRunner)
     protected: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     site_of: Callable[[str], dict[str, str] | None] | None = None
+    privacy: Privacy | None = None  # pseudonymization is on: resolve pseudonyms to act
 
     def protected_reason(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         for net in self.protected:
@@ -199,6 +223,69 @@ def parse_address(
     if addr.version == 6 and addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
         return addr.ipv4_mapped
     return addr
+
+
+def privacy_context(ctx: StepContext, at: float | None) -> dict[str, Any]:
+    """What a plan keeps so that ``execute`` can re-identify a pseudonym and audit it (the
+    playbook, step, run and the finding's time); empty without privacy."""
+    if ctx.services.privacy is None:
+        return {}
+    return {
+        "reidentify": {
+            "playbook": ctx.playbook.id,
+            "step": ctx.step.id,
+            "run_id": ctx.run_id,
+            "at": at,
+        }
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """The address an action acts on, and how records show it (its pseudonym, if any)."""
+
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    shown: str
+
+    @property
+    def private(self) -> bool:
+        return self.shown != str(self.address)
+
+    def hide(self, text: str) -> str:
+        """``text`` with the clear address written as the pseudonym (command output)."""
+        if not self.private:
+            return text
+        for form in {str(self.address), self.address.exploded}:
+            text = text.replace(form, self.shown)
+        return text
+
+
+def private_target(
+    value: Any, services: Services, params: dict[str, Any], action: str, what: str = "address"
+) -> Target:
+    """The host to act on for ``value`` (a parsed address): a pseudonym is re-identified
+    through ``services.privacy`` (audited) or refused; see the module docstring."""
+    addr = parse_address(value, what)
+    privacy = services.privacy
+    if privacy is None or not privacy.is_pseudonym(str(addr)):
+        if addr in PSEUDONYM_SPACE and addr.version == 4:
+            raise Refused(f"{addr} is a pseudonym (240.0.0.0/4): no host to act on here")
+        return Target(addr, str(addr))
+    context = params.get("reidentify") or {}
+    at = context.get("at")
+    try:
+        clear = privacy.resolve(
+            str(addr),
+            action=action,
+            context=context,
+            at=float(at) if isinstance(at, int | float) else None,
+        )
+    except Exception as exc:  # ReidentificationError, AuditError: never act on a guess
+        raise Refused(str(getattr(exc, "message", None) or exc)) from None
+    real = parse_address(clear, what)
+    if real == addr or real in PSEUDONYM_SPACE:
+        raise Refused(f"{addr} did not resolve to a host address")
+    return Target(real, str(addr))
 
 
 def dig(doc: dict[str, Any], dotted: str) -> Any:

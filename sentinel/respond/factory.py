@@ -22,6 +22,7 @@ from typing import Any
 
 from sentinel.errors import ConfigError, SentinelError
 from sentinel.pipeline.engine import SiteLabels
+from sentinel.privacy.sensor import SensorPrivacy
 from sentinel.respond.actions import ScanQueue, Services
 from sentinel.respond.approvals import ApprovalStore
 from sentinel.respond.audit import AuditLog
@@ -108,6 +109,7 @@ def runner_from_config(
         scan_jobs=frozenset(n for n, j in jobs.items() if j.type == "modbus.inventory"),
         protected=protected_networks(config, actions),
         site_of=SiteLabels(config).lookup,
+        privacy=SensorPrivacy.from_config(config),  # None unless pseudonymization is on
     )
     audit_store = documents if isinstance(documents, EsDocumentStore) else None
     audit = AuditLog(settings.audit_path(), audit_store, settings.audit_index)

@@ -13,6 +13,13 @@
   loopback, multicast, unspecified or link-local addresses.
 - ``scan.device`` queues a one-off run of a ``modbus.inventory`` job for the finding's device;
   the job's scopes, rate limit and read-only guard apply as for every scheduled run.
+
+With pseudonymization on (``Services.privacy``) each of them acts on the host behind the
+finding's pseudonym, re-identified at execution (``actions.private_target``, audited) and
+never shown: the protected-address checks run on the clear address, and results and errors
+name the pseudonym. ``capture.snapshot`` is then refused unless ``privacy.snapshots.allow``;
+allowed, it is cut to ``privacy.snapshots`` limits, written under a retention-covered
+``capture_dirs`` directory and recorded in the privacy audit log (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from sentinel.respond.actions import (
     StepContext,
     dig,
     parse_address,
+    privacy_context,
+    private_target,
     register,
 )
-from sentinel.respond.ring import prune, write_pcap
+from sentinel.respond.ring import SNAPLEN, prune, write_pcap
 
 
 def _finding_time(finding: dict[str, Any]) -> float:
@@ -105,6 +114,7 @@ class Snapshot(Action):
                 "end": end,
                 "file": name,
                 "wait": self.options.after,
+                **privacy_context(ctx, _finding_time(f)),
             },
         )
 
@@ -113,24 +123,55 @@ class Snapshot(Action):
         ring = services.ring
         if ring is None:
             raise Skip("no packet ring: capture.snapshot works in `sentinel run` only")
-        ring.wait_until(params["end"], timeout=float(params.get("wait", 0)) + 1.0)
-        ports = tuple(params["ports"]) if params.get("ports") else None
-        frames = ring.select(params["a"], params["b"], params["start"], params["end"], ports)
-        if not frames:
-            raise ActionError("no frames of the flow are left in the packet ring")
         conf = services.settings.snapshot
         directory = Path(conf.dir) if conf.dir else services.state / "snapshots"
+        start, end = params["start"], params["end"]
+        limits = None
+        if services.privacy is not None:  # refused unless privacy.snapshots allows it
+            try:
+                limits = services.privacy.snapshot_policy(directory)
+            except Exception as exc:
+                raise Refused(str(getattr(exc, "message", None) or exc)) from None
+            start = max(start, end - limits.max_seconds)
+        a = private_target(params["a"], services, params, cls.id, "a")
+        b = private_target(params["b"], services, params, cls.id, "b")
+        ring.wait_until(end, timeout=float(params.get("wait", 0)) + 1.0)
+        ports = tuple(params["ports"]) if params.get("ports") else None
+        frames = ring.select(str(a.address), str(b.address), start, end, ports)
+        if not frames:
+            raise ActionError("no frames of the flow are left in the packet ring")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = params["file"]
         if "/" in name or name.startswith("."):
             raise ActionError("bad snapshot name")
         path = directory / name
         try:
-            count = write_pcap(path, frames)
+            if limits is None:
+                count = write_pcap(path, frames)
+            else:
+                count = write_pcap(
+                    path,
+                    frames,
+                    snaplen=limits.frame_bytes or SNAPLEN,
+                    max_bytes=limits.max_bytes,
+                )
         except FileExistsError:
             raise ActionError(f"snapshot {path} exists already") from None
         prune(directory, conf.max_files, conf.max_total_bytes)
-        return {"file": str(path), "frames": count, "bytes": path.stat().st_size}
+        detail = {"file": str(path), "frames": count, "bytes": path.stat().st_size}
+        if limits is not None:
+            detail["truncated"] = count < len(frames) or limits.frame_bytes is not None
+            assert services.privacy is not None
+            services.privacy.record_snapshot(
+                a=a.shown,
+                b=b.shown,
+                ports=params.get("ports"),
+                start=start,
+                end=end,
+                **detail,
+                **(params.get("reidentify") or {}),
+            )
+        return detail
 
 
 # -- firewall.block
@@ -182,23 +223,38 @@ class Block(Action):
         return Plan(
             self.id,
             f"block {addr}: {shlex.join(argv)}",
-            {"address": str(addr), "timeout": self.options.timeout, "argv": argv},
+            {
+                "address": str(addr),
+                "timeout": self.options.timeout,
+                "argv": argv,
+                **privacy_context(ctx, _finding_time(ctx.finding)),
+            },
             changes_network=True,
         )
 
     @classmethod
     def execute(cls, params: dict[str, Any], services: Services) -> dict[str, Any]:
-        # Rebuild from the address: what runs is derived from validated data only.
-        addr = parse_address(params["address"])
+        # Rebuild from the address: what runs is derived from validated data only. A
+        # pseudonym is re-identified here (audited) and every check runs on the real address.
+        target = private_target(params["address"], services, params, cls.id)
+        addr = target.address
+        if target.private and (
+            addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr.is_link_local
+        ):
+            raise Refused(f"{target.shown} is not an address to block (loopback, multicast, ...)")
+        if addr.version == 4 and addr == addr.__class__("255.255.255.255"):
+            raise Refused(f"{target.shown} is not an address to block (broadcast)")
         reason = services.protected_reason(addr)
         if reason:
-            raise Refused(reason)
+            raise Refused(target.hide(reason))
         argv = block_argv(services, str(addr), params.get("timeout"))
+        shown = shlex.join([target.hide(a) for a in argv])
         if not services.settings.allow_network_changes:
             return {
                 "outcome": "proposed",
-                "proposal": shlex.join(argv),
-                "note": "actions.allow_network_changes is false: apply it by hand if wanted",
+                "proposal": shown,
+                "note": "actions.allow_network_changes is false: apply it by hand if wanted"
+                + (" (the address is a pseudonym: reveal it first)" if target.private else ""),
             }
         try:
             done = services.command.run(argv, timeout=15.0)
@@ -209,8 +265,9 @@ class Block(Action):
         except Exception as exc:  # subprocess.TimeoutExpired
             raise ActionError(f"{argv[0]}: {type(exc).__name__}") from None
         if done.returncode != 0:
-            raise ActionError(f"nft failed ({done.returncode}): {template.clean(done.stderr, 300)}")
-        return {"applied": True, "command": shlex.join(argv)}
+            err = template.clean(target.hide(done.stderr or ""), 300)
+            raise ActionError(f"nft failed ({done.returncode}): {err}")
+        return {"applied": True, "command": shown}
 
 
 # -- scan.device
@@ -237,18 +294,22 @@ class ScanDevice(Action):
         return Plan(
             self.id,
             f"queue inventory job {self.options.job!r} for {addr}",
-            {"job": self.options.job, "address": str(addr)},
+            {
+                "job": self.options.job,
+                "address": str(addr),
+                **privacy_context(ctx, _finding_time(ctx.finding)),
+            },
         )
 
     @classmethod
     def execute(cls, params: dict[str, Any], services: Services) -> dict[str, Any]:
         if services.scans is None:
             raise Skip("no scheduler: scan.device works in `sentinel run` only")
-        addr = str(parse_address(params["address"]))
+        target = private_target(params["address"], services, params, cls.id)
         try:
-            queued = services.scans(params["job"], addr)
-        except ActionError:
-            raise
+            queued = services.scans(params["job"], str(target.address))
+        except ActionError as exc:
+            raise type(exc)(target.hide(str(exc))) from None
         except Exception as exc:
-            raise ActionError(str(exc)) from None
-        return {"queued": queued}
+            raise ActionError(target.hide(str(exc))) from None
+        return {"queued": target.hide(str(queued))}

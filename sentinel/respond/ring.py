@@ -7,7 +7,9 @@ span and writes them as a classic pcap file (LINKTYPE of the frames, microsecond
 
 Frames are payload: they can carry personal data. The ring lives in memory only; a snapshot is
 written only when a playbook asks for it, with mode 0600, and the snapshot folder is bounded
-(``actions.snapshot.max_files`` / ``max_total_bytes``, oldest removed first).
+(``actions.snapshot.max_files`` / ``max_total_bytes``, oldest removed first). With
+pseudonymization on, ``capture.snapshot`` is refused unless ``privacy.snapshots`` allows it,
+and then ``write_pcap`` caps the file (``max_bytes``) and each frame (``snaplen``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sentinel.decode.packet import PacketDecoder
 
 PCAP_MAGIC = 0xA1B2C3D4
 SNAPLEN = 262144
+PCAP_HEADER, RECORD_HEADER = 24, 16  # bytes (classic pcap global and record headers)
 Frame = tuple[float, int, bytes]
 
 
@@ -99,19 +102,30 @@ class PacketRing:
         return out
 
 
-def write_pcap(path: Path, frames: list[Frame]) -> int:
-    """Write ``frames`` (of the first frame's link type) as pcap; returns the frame count."""
+def write_pcap(
+    path: Path, frames: list[Frame], snaplen: int = SNAPLEN, max_bytes: int | None = None
+) -> int:
+    """Write ``frames`` (of the first frame's link type) as pcap, each cut to ``snaplen``
+    bytes, stopping before the file would exceed ``max_bytes``; returns the frame count."""
     linktype = frames[0][1] if frames else 1
     kept = [f for f in frames if f[1] == linktype]
+    snaplen = max(1, min(snaplen, SNAPLEN))
+    size = PCAP_HEADER
+    if max_bytes is not None:
+        for n, (_ts, _lt, frame) in enumerate(kept):
+            size += RECORD_HEADER + min(len(frame), snaplen)
+            if size > max_bytes:
+                kept = kept[:n]
+                break
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, SNAPLEN, linktype))
+        f.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, snaplen, linktype))
         for ts, _lt, frame in kept:
             sec = int(ts)
             usec = round((ts - sec) * 1e6)
             if usec >= 1_000_000:
                 sec, usec = sec + 1, usec - 1_000_000
-            data = frame[:SNAPLEN]
+            data = frame[:snaplen]
             f.write(struct.pack("<IIII", sec, usec, len(data), len(frame)))
             f.write(data)
     return len(kept)
