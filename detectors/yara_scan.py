@@ -14,6 +14,12 @@ packet time for their window to fill are scanned then, and at the end of the flo
 first. The window's first byte is not the start of a file, so stream rules should rely on
 strings, not on ``uint16(0)`` or ``filesize``.
 
+The pipeline hands the chunks over in batches (``on_stream_batch``; at most a second of packet
+time late, and always before the flow ends), which costs a fraction of a call per chunk; each
+chunk then goes through the same steps as with ``on_stream``, so windows, offsets, packets and
+findings are those of chunk-by-chunk delivery. Flows the file extractor follows get their
+chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
+
 Files: HTTP/1.x bodies, FTP data connections and TFTP transfers (``detectors/files.py``) are
 scanned whole (up to ``max_file_bytes``) when complete; a file-scoped rule can use ``pe``,
 ``filesize`` and ``uint16(0)``. A file match is not reported again when the stream scan already
@@ -51,7 +57,7 @@ from sentinel.detector_settings import YaraSettings, detector_settings
 from sentinel.errors import Location, RuleError
 from sentinel.events import ConnId, StreamData
 from sentinel.findings import SEVERITY, Finding, Technique
-from sentinel.pipeline.detector import Detector, register
+from sentinel.pipeline.detector import Detector, StreamBatch, register
 
 from .common import TECHNIQUES, direction
 from .files import ExtractedFile, FileExtractor
@@ -84,6 +90,7 @@ PORT_PROTOCOLS = {
 }
 _LINE = re.compile(r"^(?P<path>.*)\((?P<line>\d+)\): (?P<msg>.*)$", re.DOTALL)
 _TECHNIQUE_ID = re.compile(r"^T0\d{3}$")
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (hot path)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -364,6 +371,57 @@ class YaraScanner(Detector):
                 self._file(f, out)
             st.files = extractor.tracks(chunk.uid)  # type: ignore[union-attr]
         return out
+
+    def on_stream_batch(self, batch: StreamBatch) -> list[Finding] | None:
+        """What the pipeline calls: the chunks of ``on_stream``, several at a time. Each goes
+        through exactly the steps of ``on_stream`` (same windows, chunk index and findings),
+        without an event object or a call per chunk unless the file extractor follows the
+        flow."""
+        if self.rules is None:
+            return None
+        uid, is_orig = batch.uid, batch.is_orig
+        key = (uid, is_orig)
+        st = self._streams.get(key)
+        out: list[Finding] = []
+        offset = batch.offset
+        window = self._window
+        ts = 0.0
+        for data, ts, frame in batch.segments:
+            if st is None or st.files:  # a new stream, or one that may carry files
+                chunk = _new_tuple(
+                    StreamData, (ts, frame, uid, batch.conn, is_orig, data, offset, batch.proto)
+                )
+                found = self.on_stream(chunk)
+                if found:
+                    out += found
+                offset += len(data)
+                st = self._streams.get(key)
+                continue
+            offset += len(data)
+            if not data:
+                continue
+            buf = st.buf
+            chunks = st.chunks
+            chunks.append((st.base + len(buf), ts, frame))
+            if len(chunks) > MAX_CHUNKS:
+                st.compact()
+            buf += data
+            if st.since is None:
+                st.since = ts
+            if len(buf) >= window:
+                overlap = self.settings.overlap_bytes
+                while len(st.buf) >= window:
+                    self._scan(st, st.base + window, out)
+                    st.drop_before(st.base + window - overlap)
+                st.since = ts if st.end > st.scanned else None
+        if st is not None and ts > st.last:
+            st.last = ts
+        return out
+
+    def takes_batches(self, uid: str) -> bool:
+        """Batches, except for flows the file extractor follows: FTP and TFTP tie several flows
+        together, so their chunks must come in step with the other flows'."""
+        return self.extractor is None or not self.extractor.tracks(uid)
 
     def _new_stream(self, chunk: StreamData, out: list[Finding]) -> _Stream:
         streams = self._streams

@@ -67,6 +67,9 @@ class Flow:
 
     __slots__ = (
         "analyzer",
+        "batch",
+        "batch_start",
+        "batching",
         "conn",
         "first_ts",
         "flags",
@@ -106,6 +109,11 @@ class Flow:
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
         self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
         self.analyzer: AppAnalyzer | None = None
+        # In-order payload waiting for the batch hook, per direction: [(data, ts, frame)] and
+        # the stream offset of its first byte.
+        self.batch: list[list[tuple[bytes, float, int]] | None] = [None, None]
+        self.batch_start = [0, 0]
+        self.batching = False  # whether the batch hook accepted to get this flow late
         self.key: tuple = ()  # the flow table's key, oriented orig -> resp
 
     def mark(self, is_orig: bool, bit: int) -> None:
@@ -211,12 +219,30 @@ class FlowTable:
     ``on_flow_end(flow)`` is called exactly once per flow. The optional hooks see every
     packet (``packet_hook(flow, is_orig, ts, frame, decoded)``) and every in-order stream chunk
     (``stream_hook(flow, is_orig, data, ts, frame)``); they are for detectors that need bytes.
+    Neither leaves the in-order fast path: a hook is one more call per packet or chunk.
+
+    ``batch_hook(flow, is_orig, offset, segments) -> bool`` receives the same in-order chunks
+    in batches, ``segments`` being ``[(data, ts, frame), ...]`` and ``offset`` the stream
+    offset of the first byte: for consumers that buffer bytes anyway (YARA), one call per
+    batch instead of one per chunk. A flow's chunks are handed over one by one, at once, until
+    the hook returns True (it may take this flow's chunks late; YARA says so once a flow is
+    known to carry no file, whose extraction needs chunks in step with other flows); then a
+    direction's batch is handed over when it holds ``batch_segments`` chunks, every batch when
+    ``batch_bytes`` bytes were batched since they were last all handed over, on
+    ``flush_batches()`` (the pipeline's
+    once-a-second tick, so live latency stays bounded) and before the flow ends (before its
+    analyzer's ``finish`` and ``on_flow_end``).
     """
 
     packet_hook: Callable[[Flow, bool, float, int, Decoded], None] | None = None
     # Maps each address as text before any event carries it (privacy: pseudonymization).
     address_mapper: Callable[[str], str] | None = None
     stream_hook: Callable[[Flow, bool, bytes, float, int], None] | None = None
+    batch_hook: Callable[[Flow, bool, int, list[tuple[bytes, float, int]]], bool] | None = None
+    batch_segments = 128  # chunks per direction before its batch is handed over
+    # Bytes batched since all batches were last handed over, before all are handed over: a
+    # bound on what the batches hold.
+    batch_bytes = 1 << 20
 
     def __init__(
         self,
@@ -242,6 +268,8 @@ class FlowTable:
         self.stats: Counter[str] = Counter()
         self._next_expiry = 0.0
         self._created = 0
+        self._batched: dict[str, Flow] = {}  # flows that may hold a batch (uid -> flow)
+        self._batched_bytes = 0
 
     # ------------------------------------------------------------------ per packet
     def process(self, ts: float, frame: int, d: Decoded) -> None:
@@ -280,14 +308,20 @@ class FlowTable:
                 stream = flow.streams[is_orig]
                 nxt = stream.next_seq
                 analyzer = flow.analyzer
-                if (
-                    seq == nxt
-                    and not stream.pending
-                    and analyzer is not None
-                    and (self.stream_hook is None)
-                ):
+                if seq == nxt and not stream.pending and analyzer is not None:
                     # The hot path: in-order data on a flow with an analyzer.
                     stream.next_seq = (nxt + len(payload)) & SEQ_MASK
+                    if self.stream_hook is not None:
+                        self.stream_hook(flow, is_orig, payload, ts, frame)
+                    if self.batch_hook is not None:
+                        batch = flow.batch[is_orig]
+                        if batch is None or len(batch) >= self.batch_segments:
+                            self._batch(flow, is_orig, payload, ts, frame)
+                        else:
+                            batch.append((payload, ts, frame))
+                            self._batched_bytes += len(payload)
+                            if self._batched_bytes >= self.batch_bytes:
+                                self.flush_batches()
                     flow.stream_offsets[is_orig] += len(payload)
                     analyzer.feed(is_orig, payload, ts, frame)
                 else:
@@ -304,7 +338,9 @@ class FlowTable:
         elif payload:
             if self.stream_hook is not None:
                 self.stream_hook(flow, is_orig, payload, ts, frame)
-                flow.stream_offsets[is_orig] += len(payload)
+            if self.batch_hook is not None:
+                self._batch(flow, is_orig, payload, ts, frame)
+            flow.stream_offsets[is_orig] += len(payload)
             analyzer = flow.analyzer
             if analyzer is None:
                 analyzer = flow.analyzer = self.choose_analyzer(flow, payload)
@@ -455,6 +491,8 @@ class FlowTable:
     def _deliver(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
         if self.stream_hook is not None:
             self.stream_hook(flow, is_orig, data, ts, frame)
+        if self.batch_hook is not None:
+            self._batch(flow, is_orig, data, ts, frame)
         flow.stream_offsets[is_orig] += len(data)
         analyzer = flow.analyzer
         if analyzer is None:
@@ -464,6 +502,44 @@ class FlowTable:
             if analyzer is None:
                 return
         analyzer.feed(is_orig, data, ts, frame)
+
+    # ------------------------------------------------------------------ batches
+    def _batch(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        """Add an in-order chunk (not yet counted in ``stream_offsets``) to its batch."""
+        if not flow.batching:  # at once, until the hook accepts batches for this flow
+            flow.batching = self.batch_hook(  # type: ignore[misc]
+                flow, is_orig, flow.stream_offsets[is_orig], [(data, ts, frame)]
+            )
+            return
+        batch = flow.batch[is_orig]
+        if batch is not None and len(batch) >= self.batch_segments:
+            self._hand_over(flow, is_orig)
+            batch = None
+        if batch is None:
+            flow.batch[is_orig] = [(data, ts, frame)]
+            flow.batch_start[is_orig] = flow.stream_offsets[is_orig]
+            self._batched[flow.uid] = flow
+        else:
+            batch.append((data, ts, frame))
+        self._batched_bytes += len(data)
+        if self._batched_bytes >= self.batch_bytes:
+            self.flush_batches()
+
+    def _hand_over(self, flow: Flow, is_orig: bool) -> None:
+        batch = flow.batch[is_orig]
+        if batch is None:
+            return
+        flow.batch[is_orig] = None
+        if self.batch_hook is not None:
+            flow.batching = self.batch_hook(flow, is_orig, flow.batch_start[is_orig], batch)
+
+    def flush_batches(self) -> None:
+        """Hand over every pending batch (oldest flow first)."""
+        batched, self._batched = self._batched, {}
+        for flow in batched.values():
+            self._hand_over(flow, True)
+            self._hand_over(flow, False)
+        self._batched_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
     def _create(self, ts: float, frame: int, d: Decoded) -> tuple[Flow, bool]:
@@ -517,6 +593,9 @@ class FlowTable:
         for is_orig in (True, False):
             while flow.streams[is_orig].pending:
                 self._skip_gap(flow, is_orig, flow.last_ts, flow.last_frame)
+        if self._batched.pop(flow.uid, None) is not None:
+            self._hand_over(flow, True)
+            self._hand_over(flow, False)
         if flow.analyzer is not None:
             flow.analyzer.finish(flow.last_ts)
         self.on_flow_end(flow)

@@ -8,22 +8,43 @@ costs nothing. Detectors never parse bytes: they see decoded events and return f
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from sentinel.config import Config
-from sentinel.events import Anomaly, ArpEvent, ModbusMessage, OTEvent, PacketEvent, StreamData
+from sentinel.events import (
+    Anomaly,
+    ArpEvent,
+    ConnId,
+    ModbusMessage,
+    OTEvent,
+    PacketEvent,
+    StreamData,
+)
 from sentinel.findings import Finding
 
 EVENT_METHODS = (
     "on_arp",
     "on_packet",
     "on_stream",
+    "on_stream_batch",
     "on_modbus",
     "on_anomaly",
     "on_flow_end",
     "on_tick",
     "on_ot",
 )
+
+
+class StreamBatch(NamedTuple):
+    """Consecutive in-order chunks of one direction of a flow (``on_stream_batch``): the same
+    bytes, packets and offsets as the ``StreamData`` chunks they stand for, in one event."""
+
+    uid: str
+    conn: ConnId
+    is_orig: bool
+    proto: int  # 6 TCP, 17 UDP
+    offset: int  # stream offset of the first byte of the first segment
+    segments: list[tuple[bytes, float, int]]  # (data, ts, frame), in stream order
 
 
 class Detector:
@@ -40,8 +61,22 @@ class Detector:
         raise NotImplementedError
 
     def on_stream(self, chunk: StreamData) -> Iterable[Finding] | None:
-        """In-order reassembled payload bytes, per direction."""
+        """In-order reassembled payload bytes, per direction, one call per chunk (TCP segment
+        or UDP datagram), in step with the other events of the flow."""
         raise NotImplementedError
+
+    def on_stream_batch(self, batch: StreamBatch) -> Iterable[Finding] | None:
+        """The same chunks as ``on_stream``, several at a time: for detectors that buffer bytes
+        anyway and can take them late (by at most a second of packet time, and always before
+        the flow's ``on_flow_end``). Far cheaper per chunk; a detector that overrides it gets
+        no ``on_stream`` calls from the pipeline."""
+        raise NotImplementedError
+
+    def takes_batches(self, uid: str) -> bool:
+        """For ``on_stream_batch``: whether the next chunks of flow ``uid`` may come late, in
+        batches (True), or must come one by one, in step with other flows (False: the
+        pipeline asks again after each)."""
+        return True
 
     def on_modbus(self, msg: ModbusMessage) -> Iterable[Finding] | None:
         raise NotImplementedError
@@ -67,7 +102,10 @@ class Detector:
 
     @classmethod
     def subscriptions(cls) -> list[str]:
-        return [m for m in EVENT_METHODS if getattr(cls, m) is not getattr(Detector, m)]
+        wanted = [m for m in EVENT_METHODS if getattr(cls, m) is not getattr(Detector, m)]
+        if "on_stream_batch" in wanted and "on_stream" in wanted:
+            wanted.remove("on_stream")  # batches carry the same chunks
+        return wanted
 
 
 REGISTRY: dict[str, type[Detector]] = {}

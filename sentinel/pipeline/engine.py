@@ -34,7 +34,7 @@ from sentinel.decode.tshark import OTBridge, OTInput
 from sentinel.decode.tshark import server_ports as ot_server_ports
 from sentinel.events import Anomaly, ArpEvent, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
-from sentinel.pipeline.detector import EVENT_METHODS, REGISTRY, Detector
+from sentinel.pipeline.detector import EVENT_METHODS, REGISTRY, Detector, StreamBatch
 from sentinel.pipeline.inventory import Inventory
 from sentinel.privacy import clear_for_matching
 from sentinel.sinks.base import Sink
@@ -50,6 +50,7 @@ ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
 # windows, detectors' on_tick) run in quiet periods too.
 HEARTBEAT = -1
 PROGRESS_EVERY = 0x3FFF  # packets between progress callbacks (a power of two minus one)
+_new_tuple = tuple.__new__
 
 
 @dataclass
@@ -150,6 +151,9 @@ class Pipeline:
         for det in self.detectors:
             for method in det.subscriptions():
                 self._handlers[method].append(getattr(det, method))
+        self._batch_ok = [
+            d.takes_batches for d in self.detectors if "on_stream_batch" in d.subscriptions()
+        ]
         self.extra_sinks = list(sinks)
         self.sites = SiteLabels(config)
         self.inventory = Inventory(config)
@@ -294,11 +298,25 @@ class Pipeline:
             self._raise(handler(event))
 
     def _stream_event(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-        event = StreamData(
-            ts, frame, flow.uid, flow.conn, is_orig, data, flow.stream_offsets[is_orig], flow.proto
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs once per chunk.
+        offset = flow.stream_offsets[is_orig]
+        event = _new_tuple(
+            StreamData, (ts, frame, flow.uid, flow.conn, is_orig, data, offset, flow.proto)
         )
         for handler in self._handlers["on_stream"]:
+            findings = handler(event)
+            if findings:
+                self._raise(findings)
+
+    def _stream_batch(
+        self, flow: Flow, is_orig: bool, offset: int, segments: list[tuple[bytes, float, int]]
+    ) -> bool:
+        """The flow table's batch hook: whether the flow's next chunks may come in batches."""
+        uid = flow.uid
+        event = StreamBatch(uid, flow.conn, is_orig, flow.proto, offset, segments)
+        for handler in self._handlers["on_stream_batch"]:
             self._raise(handler(event))
+        return all(takes(uid) for takes in self._batch_ok)
 
     def _arp_event(self, event: ArpEvent) -> None:
         for handler in self._handlers["on_arp"]:
@@ -338,10 +356,14 @@ class Pipeline:
         p = self.pseudonymizer
         if p is not None:  # every address is mapped before any event carries it
             flows.address_mapper = p.address
+            if p.rotates:  # key rotation: the key follows packet time (sentinel.privacy)
+                packets = p.follow(packets)
         if self._handlers["on_packet"]:
             flows.packet_hook = self._packet_event
         if self._handlers["on_stream"]:
             flows.stream_hook = self._stream_event
+        if self._handlers["on_stream_batch"]:
+            flows.batch_hook = self._stream_batch
         if self._handlers["on_arp"]:
             decoder.arp_hook = self._arp_event
         jsonl = JsonlSink(self.out_dir)
@@ -368,6 +390,8 @@ class Pipeline:
                 # else: a live source's heartbeat (HEARTBEAT), so that time moves when idle
                 if ts >= next_tick:
                     if next_tick:
+                        if flows.batch_hook is not None:
+                            flows.flush_batches()
                         self._aggregator.expire(ts)
                         for handler in tick_handlers:
                             self._raise(handler(ts))

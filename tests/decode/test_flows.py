@@ -107,3 +107,71 @@ def test_uids_are_deterministic():
         return [r["uid"] for r in ended]
 
     assert run() == run()
+
+
+def test_batch_hook_gets_the_chunks_of_the_stream_hook_and_all_before_the_flow_ends():
+    chunks: list[tuple] = []  # what the per-chunk hook saw: (dir, offset, data, ts, frame)
+    batched: list[tuple] = []  # the same, rebuilt from the batches
+    calls: list[int] = []  # batch sizes, in order
+    events: list[str] = []
+
+    def on_end(flow) -> None:
+        events.append("end")
+
+    t = FlowTable(lambda flow, first: None, on_end)
+    t.batch_segments = 3
+
+    def stream(flow, is_orig, data, ts, frame) -> None:
+        chunks.append((is_orig, flow.stream_offsets[is_orig], data, ts, frame))
+
+    def batch(flow, is_orig, offset, segments) -> bool:
+        calls.append(len(segments))
+        events.append("batch")
+        for data, ts, frame in segments:
+            batched.append((is_orig, offset, data, ts, frame))
+            offset += len(data)
+        return True  # later chunks may come in batches
+
+    t.stream_hook, t.batch_hook = stream, batch
+    tcp(t, 1.0, A, 40000, B, 502, TCP_SYN, seq=100)
+    tcp(t, 1.0, B, 502, A, 40000, TCP_SYN | TCP_ACK, seq=900, ack=101)
+    seq, rseq = 101, 901
+    for i in range(8):
+        data = bytes([65 + i]) * (i + 1)
+        if i == 4:  # out of order: 5 waits for 4, then both go
+            nxt = seq + len(data)
+            tcp(t, 1.1 + i, A, 40000, B, 502, TCP_ACK, seq=nxt, ack=901, payload=b"late")
+            tcp(t, 1.1 + i, A, 40000, B, 502, TCP_ACK, seq=seq, ack=901, payload=data)
+            seq = nxt + 4
+            continue
+        tcp(t, 1.1 + i, A, 40000, B, 502, TCP_ACK, seq=seq, ack=901, payload=data)
+        tcp(t, 1.1 + i, B, 502, A, 40000, TCP_ACK, seq=rseq, ack=seq, payload=b"r")
+        seq += len(data)
+        rseq += 1
+    assert calls[0] == 1  # the flow's first chunk goes at once (the hook had not accepted)
+    t.flush_batches()  # the pipeline's tick: nothing waits longer
+    n = len(batched)
+    assert n == len(chunks)
+    tcp(t, 10.0, A, 40000, B, 502, TCP_ACK, seq=seq, ack=rseq, payload=b"tail")
+    t.flush()
+    assert events[-2:] == ["batch", "end"]  # the tail was handed over before the flow ended
+    assert len(batched) == n + 1
+    key = lambda c: (c[0], c[1])  # noqa: E731 - per direction, in stream order
+    assert sorted(batched, key=key) == sorted(chunks, key=key)
+    assert max(calls) == 3
+
+
+def test_batches_are_chunk_by_chunk_until_the_hook_accepts_them():
+    sizes: list[int] = []
+    t, _ = table()
+
+    def hook(flow, is_orig, offset, segments) -> bool:
+        sizes.append(len(segments))
+        return len(sizes) >= 3
+
+    t.batch_hook = hook
+    tcp(t, 1.0, A, 40000, B, 502, TCP_SYN, seq=100)
+    for i in range(6):
+        tcp(t, 1.1, A, 40000, B, 502, TCP_ACK, seq=101 + i, ack=1, payload=b"x")
+    t.flush()
+    assert sizes == [1, 1, 1, 3]  # at once while refused, then batched

@@ -60,7 +60,9 @@ def test_policy_settings_are_validated() -> None:
 
 def test_disabled_yara_subscribes_to_nothing() -> None:
     assert YaraScanner(Config(), YaraSettings(enabled=False)).subscriptions() == []
-    assert "on_stream" in YaraScanner(Config()).subscriptions()
+    wanted = YaraScanner(Config()).subscriptions()
+    assert "on_stream_batch" in wanted  # stream bytes in batches: no call per segment
+    assert "on_stream" not in wanted
 
 
 @pytest.mark.parametrize("capture", sorted((ZEEK_MODBUS / "pcaps").glob("*.pcap")), ids=str)

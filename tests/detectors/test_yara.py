@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from sentinel.config import Config
+from sentinel.decode.flow import FlowTable
 from sentinel.detector_settings import YaraSettings
 from sentinel.detectors.yara_scan import YaraScanner, builtin_rule_files, compile_rules
 from sentinel.errors import RuleError
 from sentinel.events import ConnId, StreamData
+from sentinel.pipeline.detector import StreamBatch
 from tests.conftest import Analysis, run_analysis
 from tests.detectors.pcaps import (
     ENG,
@@ -274,6 +276,65 @@ def test_stream_finding_names_the_packet_that_completed_the_match(tmp_path: Path
     # frames: SYN, SYN/ACK, ACK, then the four segments (4..7): the match ends in frame 6
     assert f["sentinel"]["frame"] == 6
     assert evidence(f)["stream_offset"] == 200
+
+
+def test_match_split_across_a_batch_border_is_found_at_its_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(FlowTable, "batch_segments", 2)  # the pipeline hands over 2 at a time
+    det = with_test_rules(tmp_path)
+    half = len(MARKER) // 2
+    # chunk 1 goes alone (the flow is classified), then batches [2, 3], [4, 5], [6, 7]
+    segments = [b"a" * 10] * 4 + [b"b" * 5 + MARKER[:half], MARKER[half:] + b"c", b"d"]
+    a = analyze(tmp_path, det, tcp_stream(HMI, PLC, 4444, segments))
+    assert summary(a.findings) == [("9009002", 1)]
+    f = a.findings[0]
+    assert f["sentinel"]["frame"] == 9  # SYN, SYN/ACK, ACK, chunks 1..7 = frames 4..10
+    assert evidence(f)["stream_offset"] == 45
+
+
+@pytest.mark.parametrize("sizes", [(1,), (2, 3), (7,), (128,), (300, 1, 50)])
+def test_batches_give_the_findings_of_chunk_by_chunk_delivery(
+    tmp_path: Path, sizes: tuple[int, ...]
+) -> None:
+    """Same windows, chunk index (compacted beyond 256 chunks) and so the same findings,
+    frames and offsets, whatever the batch sizes."""
+    conn = ConnId(HMI, 40000, PLC, 4444)
+    segments = []
+    offset = 0
+    for i in range(1500):  # about 6 windows of 1024 bytes, markers across chunks and windows
+        data = bytes([i % 251]) * (1 + i % 7)
+        if i % 97 == 5:
+            data += MARKER[: 5 + i % 11]
+        elif i % 97 == 6:
+            data = MARKER[5 + (i - 1) % 11 :] + data
+        segments.append((data, T0 + i * 0.01, 4 + i))
+        offset += len(data)
+
+    def findings(det: YaraScanner, batched: bool) -> list[tuple]:
+        out: list = []
+        if batched:
+            i = offset = n = 0
+            while i < len(segments):
+                size = sizes[n % len(sizes)]
+                part = segments[i : i + size]
+                out += det.on_stream_batch(StreamBatch("Cb", conn, True, 6, offset, part)) or []
+                offset += sum(len(d) for d, _, _ in part)
+                i += size
+                n += 1
+        else:
+            offset = 0
+            for data, ts, frame in segments:
+                out += det.on_stream(StreamData(ts, frame, "Cb", conn, True, data, offset)) or []
+                offset += len(data)
+        out += det.on_flow_end({"uid": "Cb"}) or []
+        return [(f.rule_id, f.ts, f.frame, f.evidence["stream_offset"], f.evidence["window"])
+                for f in out]  # fmt: skip
+
+    settings = {"window_bytes": 1024, "overlap_bytes": 64}
+    expected = findings(with_test_rules(tmp_path, **settings), batched=False)
+    assert len(expected) >= 5  # one finding per window that holds a marker
+    assert findings(with_test_rules(tmp_path, **settings), batched=True) == expected
 
 
 def test_pending_bytes_are_scanned_after_flush_seconds() -> None:
