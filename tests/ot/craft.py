@@ -361,3 +361,56 @@ def dnp3_unsolicited(path: Path, enable_after: float | None) -> Path:
         exchange(b"\x01\x3c\x02\x06", dt=10.0)
     c.close()
     return write(path, c.packets)
+
+
+def dnp3_link_frames(app: bytes, src: int, dst: int, master: bool, seq: int = 0) -> list[bytes]:
+    """An application fragment as link frames of at most 249 application bytes each
+    (IEEE 1815 8.2: 250 user data bytes per frame, one of them the transport header), with
+    FIR on the first transport segment, FIN on the last and consecutive sequence numbers."""
+    parts = [app[i : i + 249] for i in range(0, len(app), 249)] or [b""]
+    frames = []
+    for n, part in enumerate(parts):
+        th = (seq + n) & 0x3F | (0x40 if n == 0 else 0) | (0x80 if n == len(parts) - 1 else 0)
+        user = bytes([th]) + part
+        ctrl = 0xC4 if master else 0x44
+        header = b"\x05\x64" + bytes([5 + len(user), ctrl]) + struct.pack("<HH", dst, src)
+        frame = header + _crc(header)
+        for i in range(0, len(user), 16):
+            block = user[i : i + 16]
+            frame += block + _crc(block)
+        frames.append(frame)
+    return frames
+
+
+def dnp3_bad_data_crc(frame: bytes) -> bytes:
+    """A link frame whose last data block CRC is wrong (the header CRC stays right)."""
+    return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+
+
+def dnp3_conversation(sport: int = 44010) -> Conversation:
+    """Master 192.0.2.70 -> outstation 192.0.2.80:20000, link addresses 1 -> 10."""
+    return Conversation("192.0.2.70", "192.0.2.80", sport, 20000, t0=T0)
+
+
+def dnp3_request(c: Conversation, app: bytes, response: bytes | None = None) -> None:
+    """One request fragment (``app`` without the transport byte) and its response."""
+    c.exchange(
+        dnp3_frame(app, 1, 10, True, app[0] & 0x0F),
+        None if response is None else dnp3_frame(response, 10, 1, False, response[0] & 0x0F),
+    )
+
+
+def dnp3_keyword_session(path: Path) -> Path:
+    """Every kind of message the DNP3 keyword tests need, each with its own application
+    sequence number (request qN, response rN; see tests/rules/test_dnp3_pipeline.py)."""
+    c = dnp3_conversation()
+    crob = bytes.fromhex("0c01280100000003016400000064000000" + "00")  # g12v1, index 0, LATCH_ON
+    dnp3_request(c, bytes.fromhex("c0013c0206"), bytes.fromhex("c0810000"))  # READ class 1
+    dnp3_request(c, b"\xc1\x05" + crob, b"\xc1\x81\x80\x00" + crob)  # DIRECT_OPERATE
+    dnp3_request(c, bytes.fromhex("c20d"), bytes.fromhex("c2810020"))  # COLD_RESTART
+    dnp3_request(c, bytes.fromhex("c302500100070700"), bytes.fromhex("c3811002"))  # WRITE IIN
+    c.send(False, dnp3_frame(bytes.fromhex("f5820200"), 10, 1, False, 5), dt=0.5)  # unsolicited
+    c.send(True, dnp3_frame(bytes.fromhex("d600"), 1, 10, True, 6), dt=0.1)  # CONFIRM
+    dnp3_request(c, bytes.fromhex("c7013c0106"), bytes.fromhex("c7810008"))  # READ class 0
+    c.close()
+    return write(path, c.packets)
