@@ -84,7 +84,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("dnp3_obj:60,1;", ["q7"]),
     # dnp3_data: the application buffer, content and relative keywords in it
     ('dnp3_data; content:"|c0 01 3c 02 06|"; startswith; endswith;', ["q0"]),
-    ('dnp3_data; content:"|81|"; offset:1; depth:1; content:"|80 00|"; distance:0; within:2;', ["r1"]),
+    (
+        'dnp3_data; content:"|81|"; offset:1; depth:1; content:"|80 00|"; distance:0; within:2;',
+        ["r1"],
+    ),
     ('dnp3_data; content:"|05 64|";', []),  # no link header in the buffer
     ('dnp3.data; content:"|0c 01 28|"; content:"|64 00 00 00 64|"; distance:0;', ["q1", "r1"]),
     (r'dnp3_data; pcre:"/^.\x0d$/s";', ["q2"]),

@@ -16,10 +16,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from sentinel.detectors.ot_policy import RESTART
+from sentinel.respond import runner
 from tests.craft import Conversation, adu, write
 from tests.ot.craft import dnp3_reused_tuple
 from tests.service.support import Veth, alive, descendants, jsonl, metrics, sample, service, wait
@@ -29,8 +33,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2"),
 ]
 
-RESTART_RULE = "9000303"  # OT device restarted (DNP3 COLD_RESTART), client not allowed
-ACTION_FAILED_RULE = "9000401"  # a playbook step that failed
+RESTART_RULE = str(RESTART.sid)  # OT device restarted (DNP3 COLD_RESTART), not allowed
+ACTION_FAILED_RULE = runner.ACTION_FAILED_RULE  # a playbook step that failed
 LISTEN_ONLY_RULE = "9000107"  # Modbus FC 8/4
 
 
@@ -184,3 +188,47 @@ def test_run_without_tshark_says_so_and_decodes_modbus(tmp_path: Path) -> None:
     stats = json.loads((out / "stats.json").read_text())
     assert stats["ot"]["status"] == "tshark-missing"
     assert "apt-get install tshark" in stats["ot"]["hint"]
+
+
+def _healthz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+def test_healthz_reports_a_dead_tshark_and_modbus_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    port = _free_port()
+    dnp3 = dnp3_reused_tuple(tmp_path / "dnp3.pcap")
+    conv = Conversation(client="192.0.2.10", server="192.0.2.20", sport=41000)
+    conv.exchange(adu(1, 1, bytes([0x08, 0x00, 0x04, 0x00, 0x00])), None, dt=0.01)
+    modbus = write(tmp_path / "listen-only.pcap", conv.packets)
+    env = {"SENTINEL_STATE": str(tmp_path / "state")}
+    with Veth() as veth, service(_config(tmp_path, port), veth.host, out, env) as proc:
+        _started(proc, port)
+        assert wait(lambda: len(_ot_processes(proc.pid)) >= 2, 30), descendants(proc.pid)
+        assert _healthz(port) == (200, "ok\n")
+        tshark = [p for p, c in _ot_processes(proc.pid).items() if "tshark_worker" not in c]
+        assert len(tshark) == 1
+        os.kill(tshark[0], signal.SIGKILL)
+        veth.send(dnp3)  # the feed's next write finds the worker gone
+
+        def unhealthy() -> bool:
+            status, body = _healthz(port)
+            return status == 503 and "tshark worker went away" in body
+
+        assert wait(unhealthy, 30), _healthz(port)
+        veth.send(modbus)
+        assert wait(
+            lambda: any(f["rule"]["id"] == LISTEN_ONLY_RULE for f in jsonl(out / "findings.jsonl")),
+            30,
+        )
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr.decode()
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["ot"]["status"] in ("failed", "partial"), stats["ot"]
+    assert "error" in stats["ot"]["feed"]
