@@ -95,6 +95,7 @@ class Service:
         self.external_findings = 0
         self.late_findings = 0
         self._late: list[dict[str, Any]] = []
+        self._early: list[tuple[dict[str, Any], bool]] = []  # before the pipeline exists
         self._emit_lock = threading.Lock()
         self.ot_feed: LiveFeed | None = None
         self.ot_input: OTInput | None = None
@@ -226,8 +227,11 @@ class Service:
         with self._emit_lock:
             self.external_findings += 1
             pipeline = self.pipeline
-            if pipeline is None or self._shutdown_done:
+            if self._shutdown_done:
                 self._late.append(doc)
+                return
+            if pipeline is None:  # a job that ran at start-up (a missed run caught up)
+                self._early.append((doc, to_runner))
                 return
         pipeline.emit_finding(doc, skip=() if to_runner else (self.runner,))
 
@@ -342,14 +346,19 @@ class Service:
         try:
             sinks = self._build()
             self.pseudonymizer = pseudonymizer_for(self.config)  # the config's privacy section
-            self.pipeline = Pipeline(
+            pipeline = Pipeline(
                 self.config,
                 self.out_dir,
                 sinks=sinks,
                 live=True,
                 pseudonymizer=self.pseudonymizer,
             )
-            self.pipeline.ot_input = self.ot_input  # None: OT decoding is off
+            pipeline.ot_input = self.ot_input  # None: OT decoding is off
+            with self._emit_lock:
+                self.pipeline = pipeline
+                early, self._early = self._early, []
+            for doc, to_runner in early:
+                pipeline.emit_finding(doc, skip=() if to_runner else (self.runner,))
             self._reader = threading.Thread(target=self._read, name="sentinel-capture", daemon=True)
             self._reader.start()
             log.warning("capturing on %s into %s", ", ".join(self.sensor.interfaces), self.out_dir)
@@ -384,8 +393,8 @@ class Service:
         """Findings handed over after the sinks closed (a playbook run that failed while
         the runner closed): appended to findings.jsonl only (the other sinks are closed)."""
         with self._emit_lock:
-            docs = self._late
-            self._late = []
+            docs = [doc for doc, _ in self._early] + self._late
+            self._early, self._late = [], []
         if self.pipeline is not None:
             docs = self.pipeline.take_findings() + docs
         if docs:
