@@ -7,11 +7,14 @@ records what it gets (it stands for Elasticsearch, whose sink receives the same 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sentinel.config import Config
 from sentinel.pipeline import Pipeline
@@ -91,3 +94,39 @@ def test_findings_after_the_run_are_handed_back(tmp_path: Path) -> None:
     assert [d["event"]["id"] for d in pipeline.take_findings()] == ["ext-1", "ext-2"]
     assert not pipeline.findings_waiting
     assert (tmp_path / "findings.jsonl").read_text() == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture and netns need root")
+def test_service_writes_findings_emitted_before_its_pipeline_existed(tmp_path: Path) -> None:
+    """A job caught up at start-up can raise a finding before the pipeline is built: it is
+    written to findings.jsonl while the service runs, not held back until the end."""
+    from sentinel.config import load_config
+    from sentinel.service import Service
+    from tests.service.support import Veth, jsonl, wait
+
+    config_path = tmp_path / "sentinel.yaml"
+    config_path.write_text(
+        f"playbooks: {{state_dir: {tmp_path / 'state'}}}\n"
+        "service: {metrics: {enabled: false}}\not: {enabled: false}\n"
+    )
+    config = load_config(config_path)
+    out = tmp_path / "out"
+    with Veth() as veth:
+        sensor = config.sensor.model_copy(update={"interfaces": [veth.host], "out_dir": str(out)})
+        service = Service(config, sensor)
+        service._emit(_doc(7), to_runner=True)  # as the scheduler's emit does, before run()
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.update(service.run()), daemon=True)
+        thread.start()
+        try:
+            written = wait(
+                lambda: [f["event"]["id"] for f in jsonl(out / "findings.jsonl")] == ["ext-7"],
+                30,
+            )
+            assert written and thread.is_alive()  # while running
+        finally:
+            service.request_stop()
+            thread.join(60)
+    assert not thread.is_alive()
+    assert result["findings"] == 1 and result["service"]["late_findings"] == 0
+    assert [f["event"]["id"] for f in jsonl(out / "findings.jsonl")] == ["ext-7"]
