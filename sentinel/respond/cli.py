@@ -337,6 +337,10 @@ def jobs_run(
                 else what
             )
             click.echo(f"  {dev['address']}:{dev['port']} unit {dev['unit']}: {extra}")
+        for key, value in result.detail.items():  # retention and model.retrain: what they did
+            if key != "notes" and value not in ({}, [], None):
+                shown = value if isinstance(value, str | int | float) else json.dumps(value)
+                click.echo(f"  {key}: {shown}")
         for doc in findings:
             click.echo(
                 f"  finding [{doc['sentinel']['severity_label']}] {doc['rule']['id']}: "

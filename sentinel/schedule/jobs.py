@@ -11,16 +11,14 @@ Findings of jobs are ECS documents like the pipeline's, with Sentinel's rule ids
 
 ``retention`` and ``model.retrain`` belong to ``sentinel.privacy`` and ``sentinel.ml``: the
 job calls ``sentinel.privacy.retention.run_retention(config, dry_run=...)`` (what to delete
-and when is the config's ``privacy.retention``; its report becomes the job's ``detail``) and
-``sentinel.ml.retrain.run_retrain(config, windows, options, dry_run=..., now=...)`` (returning
-a dict of what it did; it refuses, and the job with it, a window that is not approved or has
-not ended) when those functions exist, and otherwise refuses with a message that says so;
-it never does half of the work. A job's own ``dry_run: true`` counts as ``--dry-run``.
+and when is the config's ``privacy.retention``; its report becomes the job's ``detail`` and
+messages) and ``sentinel.ml.retrain.run_retrain(config, windows, options, dry_run=...,
+now=...)`` (returning a dict of what it did; it refuses, and the job with it, a window that
+is not approved or has not ended). A job's own ``dry_run: true`` counts as ``--dry-run``.
 """
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import time
 from collections.abc import Callable
@@ -188,57 +186,30 @@ def _modbus_integrity(name: str, settings: Any, ctx: JobContext) -> JobResult:
     return run_integrity(name, settings, ctx)
 
 
-def _delegate(module: str, function: str) -> Callable[..., Any] | None:
-    """``module.function`` if the module exists (it belongs to another package), else None."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or ""
-        if module == missing or module.startswith(missing + ".") or missing == "":
-            return None
-        raise
-    return getattr(mod, function, None)
-
-
 def _retention(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    from sentinel.privacy.retention import run_retention
+
     result = JobResult(name, settings.type)
-    run = _delegate("sentinel.privacy.retention", "run_retention")
-    if run is None:
-        result.status = "refused"
-        result.messages.append(
-            "retention is not available in this installation: it needs "
-            "sentinel.privacy.retention.run_retention (old indices, spool segments, captures "
-            "and snapshots); nothing was deleted"
-        )
-        return result
     dry_run = ctx.dry_run or settings.dry_run
-    report = run(ctx.config, dry_run=dry_run)
-    actions = getattr(report, "actions", None) or []
+    report = run_retention(ctx.config, dry_run=dry_run)
     result.detail = {
-        "counts": report.counts() if hasattr(report, "counts") else {},
-        "actions": [vars(a) if hasattr(a, "__dict__") else a for a in actions],
-        "notes": list(getattr(report, "notes", []) or []),
+        "counts": report.counts(),
+        "actions": [vars(a) for a in report.actions],
+        "notes": list(report.notes),
     }
-    result.messages += result.detail["notes"]
+    result.messages += report.notes
     result.status = "dry_run" if dry_run else "ok"
     return result
 
 
 def _retrain(name: str, settings: Any, ctx: JobContext) -> JobResult:
+    from sentinel.ml.retrain import run_retrain  # scikit-learn: imported only when it runs
+
     result = JobResult(name, settings.type)
-    run = _delegate("sentinel.ml.retrain", "run_retrain")
-    if run is None:
-        result.status = "refused"
-        result.messages.append(
-            "model.retrain is not available in this installation: it needs "
-            "sentinel.ml.retrain.run_retrain (until then: `sentinel model train` on captures "
-            "of the approved windows); the model was not changed"
-        )
-        return result
     dry_run = ctx.dry_run or settings.dry_run
     windows = [w.model_dump() for w in settings.windows]
     result.detail = dict(
-        run(ctx.config, windows, dict(settings.options), dry_run=dry_run, now=ctx.now()) or {}
+        run_retrain(ctx.config, windows, dict(settings.options), dry_run=dry_run, now=ctx.now())
     )
     result.status = "dry_run" if dry_run else "ok"
     return result

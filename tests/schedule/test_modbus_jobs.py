@@ -378,18 +378,8 @@ def test_one_request_in_flight_per_device(plcs, tmp_path: Path) -> None:
     assert results[0].status == "ok" and plc.requests == [3]
 
 
-# -- retention and retraining belong to other packages
-def test_retention_and_retrain_refuse_without_their_packages(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "sentinel.privacy.retention", None)
-    monkeypatch.setitem(sys.modules, "sentinel.ml.retrain", None)
-    r = run_job("ret", RetentionJob(type="retention"), _ctx(tmp_path))
-    assert r.status == "refused"
-    assert "needs sentinel.privacy.retention.run_retention" in r.messages[0]
-    windows = [
-        {"start": "2024-01-01T00:00:00Z", "end": "2024-01-08T00:00:00Z", "approved_by": "alice"}
-    ]
-    r = run_job("ml", RetrainJob(type="model.retrain", windows=windows), _ctx(tmp_path))
-    assert r.status == "refused" and "the model was not changed" in r.messages[0]
+# -- retention and retraining belong to sentinel.privacy and sentinel.ml
+def test_retrain_only_from_declared_windows() -> None:
     with pytest.raises(ValidationError):
         RetrainJob(type="model.retrain", windows=[])  # only from approved windows
 
@@ -418,3 +408,34 @@ def test_retention_with_the_real_privacy_package(tmp_path) -> None:
     r = run_job("ret", RetentionJob(type="retention"), _ctx(tmp_path, config, dry_run=True))
     assert r.status == "dry_run", r.messages
     assert isinstance(r.detail["counts"], dict)
+
+
+def test_jobs_run_prints_what_retention_would_delete(tmp_path) -> None:
+    import os
+    import subprocess
+
+    old = tmp_path / "snaps" / "r1-snap.pcap"
+    old.parent.mkdir()
+    old.write_bytes(b"")
+    t = time.time() - 30 * 86400
+    os.utime(old, (t, t))
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(
+        f"""
+actions: {{snapshot: {{dir: {tmp_path / "snaps"}}}}}
+privacy:
+  audit_log: {tmp_path / "audit.jsonl"}
+  retention: {{spool: false, elasticsearch: false, output_dirs: [], capture_dirs: []}}
+jobs:
+  cleanup: {{type: retention, cron: "0 3 * * *"}}
+"""
+    )
+    proc = subprocess.run(
+        ["sentinel", "jobs", "run", "cleanup", "--dry-run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "job cleanup (retention): dry_run" in proc.stdout
+    assert 'counts: {"captures": 1}' in proc.stdout and str(old) in proc.stdout
+    assert old.exists()
