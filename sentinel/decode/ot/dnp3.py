@@ -29,7 +29,8 @@ Protocol events (Suricata's DNP3 app-layer events, spec section 4) are listed by
   item ``dnp3.unknown_object``);
 - ``too_many_objects`` / ``too_many_points``: more than 2048 object headers / 16384 points
   in one message (Suricata's ``max-objects`` / ``max-points``);
-- ``too_long_reassembly``: the fragment outgrew 63 x 255 bytes (``data`` is then None);
+- ``too_long_reassembly``: the fragment outgrew 63 x 255 bytes (``data`` is then None; in
+  practice tshark does not complete such fragments, see below);
 - ``malformed``: tshark flagged the frame malformed (``_ws.malformed``: its dissector hit the
   end of the data) and no more specific event applies.
 
@@ -37,6 +38,8 @@ A link frame that tshark dissects but that carries no application fragment becau
 block CRC is wrong (``dnp.data_chunk.CRC.status`` 0) becomes an event of its own, function
 ``LINK_FRAME``, code None, status ``malformed``, with the event ``bad_transport_crc`` (its
 segment is dropped and the fragment being reassembled with it discarded, as Suricata does).
+So does the FIN segment of a fragment that outgrew 63 x 255 bytes (``too_long_reassembly``):
+tshark numbers transport segments modulo 64 and never completes such a fragment.
 Not produced, because tshark's view cannot show them: ``bad_link_crc`` (the dissector
 rejects a frame whose header CRC is wrong: the bytes stay plain TCP, outside the ``dnp3``
 display filter), ``flooded`` (Suricata's count of its own live transaction objects) and
@@ -297,13 +300,13 @@ class Normaliser:
             self.stats["bad_transport_crc"] += 1
             self._buffers.pop((*flow_key(base), src, dst))
             if app is None:
-                return self._bad_crc(base, link, tr)
+                return self._frame_event(base, link, tr, "bad_transport_crc")
             data: bytes | None = None
             overflow = False
         else:
             data, overflow = self._reassemble(layer, tr, base, src, dst, app is not None)
-        if app is None:
-            return None
+        if app is None:  # tshark completes no fragment of more than 64 segments
+            return self._frame_event(base, link, tr, "too_long_reassembly") if overflow else None
         fc = to_int(get(app, "dnp3.al.func"))
         if fc is None:
             return None
@@ -315,8 +318,9 @@ class Normaliser:
             ev.detail["dnp3"]["events"] = events
         return ev
 
-    def _bad_crc(self, base: FrameBase, link: dict[str, Any], tr: Any) -> OTEvent:
-        detail: dict[str, Any] = {"link": link, "events": ["bad_transport_crc"]}
+    def _frame_event(self, base: FrameBase, link: dict[str, Any], tr: Any, name: str) -> OTEvent:
+        """A link frame that ends no application fragment, with the event it raises."""
+        detail: dict[str, Any] = {"link": link, "events": [name]}
         if tr is not None:
             detail["transport"] = {
                 "fir": to_bool(get(tr, "dnp3.tr.fir")),
@@ -372,7 +376,7 @@ class Normaliser:
         if complete or to_bool(get(tr, "dnp3.tr.fin")):
             self._buffers.pop(key)
             if buf is _OVERFLOW:
-                return None, complete
+                return None, True
             return (bytes(buf) if complete else None), False
         return None, False
 
