@@ -80,6 +80,11 @@ def _ot_processes(pid: int) -> dict[int, str]:
     return {p: c for p, c in descendants(pid).items() if "tshark" in c}
 
 
+def _fed_tshark(pid: int) -> list[int]:
+    """The tshark that reads the feed (the worker also runs ``tshark -v`` briefly)."""
+    return [p for p, c in _ot_processes(pid).items() if " -r - " in c]
+
+
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 def test_run_decodes_dnp3_live_and_stops_tshark(tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -89,7 +94,7 @@ def test_run_decodes_dnp3_live_and_stops_tshark(tmp_path: Path) -> None:
     with Veth() as veth, service(_config(tmp_path, port), veth.host, out, env) as proc:
         _started(proc, port)
         # The worker and tshark run below the service from the start (no lazy start live).
-        assert wait(lambda: len(_ot_processes(proc.pid)) >= 2, 20), descendants(proc.pid)
+        assert wait(lambda: _fed_tshark(proc.pid), 30), descendants(proc.pid)
         ot_procs = _ot_processes(proc.pid)
         assert any(c.startswith(("tshark", "/usr/bin/tshark")) for c in ot_procs.values())
         veth.send(pcap)
@@ -154,7 +159,7 @@ def test_killed_service_leaves_no_tshark(tmp_path: Path) -> None:
     port = _free_port()
     env = {"SENTINEL_STATE": str(tmp_path / "state")}
     with Veth() as veth, service(_config(tmp_path, port), veth.host, out, env) as proc:
-        assert wait(lambda: len(_ot_processes(proc.pid)) >= 2, 30), descendants(proc.pid)
+        assert wait(lambda: _fed_tshark(proc.pid), 30), descendants(proc.pid)
         ot_procs = _ot_processes(proc.pid)
         proc.kill()
         proc.communicate(timeout=30)
@@ -209,9 +214,9 @@ def test_healthz_reports_a_dead_tshark_and_modbus_goes_on(tmp_path: Path) -> Non
     env = {"SENTINEL_STATE": str(tmp_path / "state")}
     with Veth() as veth, service(_config(tmp_path, port), veth.host, out, env) as proc:
         _started(proc, port)
-        assert wait(lambda: len(_ot_processes(proc.pid)) >= 2, 30), descendants(proc.pid)
+        assert wait(lambda: _fed_tshark(proc.pid), 30), descendants(proc.pid)
         assert _healthz(port) == (200, "ok\n")
-        tshark = [p for p, c in _ot_processes(proc.pid).items() if "tshark_worker" not in c]
+        tshark = _fed_tshark(proc.pid)
         assert len(tshark) == 1
         os.kill(tshark[0], signal.SIGKILL)
         veth.send(dnp3)  # the feed's next write finds the worker gone
