@@ -118,6 +118,7 @@ class Pseudonymizer:
         self._reverse: dict[str, str] = {}
         self._previous: tuple[str, dict[str, str]] | None = None
         self._ids: dict[str, str] = {}
+        self._collided: set[str] = set()
         self.epochs: list[dict[str, Any]] = []
         self._set_key(key)
         self._until = ring.until(key) if ring is not None else float("inf")
@@ -251,7 +252,10 @@ class Pseudonymizer:
 
     def remembered(self, pseudonym: str) -> tuple[str, str] | None:
         """``(clear address, key id)`` for a pseudonym minted in this process under the
-        current or the previous key (memory only), for the sensor's own actions."""
+        current or the previous key (memory only), for the sensor's own actions; None for a
+        pseudonym that stands for two addresses (a collision)."""
+        if pseudonym in self._collided:
+            return None
         clear = self._reverse.get(pseudonym)
         if clear is not None:
             return clear, self.key.id
@@ -286,6 +290,7 @@ class Pseudonymizer:
             known = self._reverse.get(out)
             if known is not None and known != text:
                 self.counters["collisions"] += 1
+                self._collided.add(out)  # memory cannot tell which: reveal must search
                 log.log(  # once at WARNING: a scan of spoofed sources must not flood the log
                     logging.WARNING if self.counters["collisions"] == 1 else logging.DEBUG,
                     "pseudonym %s stands for two addresses (a collision; counted in "
@@ -354,8 +359,10 @@ class Pseudonymizer:
     def clear_address(self, pseudonym: str) -> str | None:
         """The clear address behind a pseudonym minted in this process (memory only), for
         ``matching.clear_for_matching`` (the current key's, then the previous key's)."""
-        found = self.remembered(pseudonym)
-        return found[0] if found is not None else None
+        clear = self._reverse.get(pseudonym)
+        if clear is None and self._previous is not None:
+            clear = self._previous[1].get(pseudonym)
+        return clear
 
     def mac(self, text: str) -> str:
         """The pseudonym of a MAC address (``aa:bb:cc:dd:ee:ff``, ``-`` or no separators)."""

@@ -204,6 +204,27 @@ def test_hostile_or_unknown_pseudonyms_are_refused(tmp_path: Path, source: str, 
         assert entry["outcome"] != "found"
 
 
+def test_a_pseudonym_shared_by_two_hosts_is_never_acted_on(tmp_path: Path) -> None:
+    site = Site(tmp_path, PLAYBOOK)
+    p = pseudonymizer(site.config, site.key)
+    seen: dict[str, str] = {}
+    for n in range(1 << 16):  # the guest /16 holds pseudonym collisions (24 bits of HMAC)
+        host = f"10.20.{n >> 8}.{n & 255}"
+        pseudonym = p.pseudonym(ipaddress.ip_address(host))
+        if pseudonym in seen:
+            break
+        seen[pseudonym] = host
+    else:
+        pytest.fail("no collision in a /16: the test would prove nothing")
+    assert p.address(seen[pseudonym]) == p.address(host) == pseudonym
+    assert p.counters["collisions"] == 1
+    _record, outcome = _block(site, site.finding(pseudonym))
+    assert outcome.status == "refused" and "ambiguous" in outcome.error, outcome.error
+    assert not site.nft_args.exists()
+    (entry,) = site.privacy_audit()
+    assert entry["outcome"] == "ambiguous" and entry["method"] == ["search"]
+
+
 def test_a_protected_host_behind_a_pseudonym_is_not_blocked_nor_named(tmp_path: Path) -> None:
     site = Site(tmp_path, PLAYBOOK)
     site.config = site.config.model_copy(
