@@ -6,10 +6,12 @@ A key is 32 random bytes. It comes from one of:
   ``{"sentinel_privacy_key": 1, "id", "created", "valid_from", "secret"}`` (``secret`` in
   base64). A file holding only a base64 or hex secret (``openssl rand -base64 32``) works too;
 - a **key ring**, a directory of such files (``sentinel privacy keygen DIR --ring``). The key
-  in force at time T is the one with the latest ``valid_from`` not after T; rotation adds a
-  key (``sentinel privacy rotate DIR``, or automatically when the config's ``rotation`` period
-  has passed), and old keys stay so that their pseudonyms can still be revealed, until the
-  data-protection officer moves them offline or destroys them (crypto-shredding);
+  in force at time T is the one with the latest ``valid_from`` not after T (``at``: the first
+  key also covers the time before it); rotation adds a key (``sentinel privacy rotate DIR``,
+  at the start of an analysis when the config's ``rotation`` period has passed, or ahead of
+  the boundary by a running sensor, ``ensure_next``), never back-dated, and old keys stay so
+  that their pseudonyms can still be revealed, until the data-protection officer moves them
+  offline or destroys them (crypto-shredding). Times are kept in whole seconds (UTC);
 - an **environment variable** (``env:NAME`` on the command line, ``key_env`` in the config)
   holding a base64 or hex secret: no rotation.
 

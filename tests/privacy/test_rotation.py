@@ -172,3 +172,22 @@ def test_the_service_rotates_the_key_while_running(site_capture: Path, tmp_path:
             flow["orig_h"], ring, audit, "t", networks=declared_networks(config), at=flow["ts"]
         )
         assert [m.value for m in found.matches] == [traffic.GUEST]
+
+
+def test_a_running_sensor_picks_up_a_key_added_to_its_ring(tmp_path: Path) -> None:
+    from sentinel.privacy.pseudonymizer import Pseudonymizer
+
+    ring_dir = tmp_path / "ring"
+    (first,) = _ring(ring_dir, T0 - 86400)
+    p = Pseudonymizer(first, ring=load_ring(str(ring_dir)))  # no rotation of its own
+    before = p.address(traffic.GUEST)
+    assert p.tick(T0) is None and p.key.id == first.id
+    added = load_ring(str(ring_dir)).add(T0 + 30)  # `sentinel privacy rotate` elsewhere
+    p.tick(T0 + 40)  # within the reload period: not seen yet
+    assert p.key.id == first.id
+    p.tick(T0 + 61)  # read the ring directory again, and the new key is in force
+    assert p.key.id == added.id and p.counters["key_switches"] == 1
+    after = p.address(traffic.GUEST)
+    assert after != before
+    assert p.remembered(before) == (traffic.GUEST, first.id)  # the previous key's, in memory
+    assert p.remembered(after) == (traffic.GUEST, added.id)
