@@ -8,7 +8,7 @@ small predicate trees evaluated once per flow direction (the engine caches the r
 Variables follow Suricata's ``vars.address-groups`` / ``vars.port-groups`` and may reference
 each other (``EXTERNAL_NET: "!$HOME_NET"``). ``default_variables`` gives Suricata's defaults
 (with ``HOME_NET`` taken from the config's site networks when there are any, and
-``MODBUS_PORTS`` from ``decode.modbus_ports``).
+``MODBUS_PORTS`` from ``decode.modbus_ports``, ``DNP3_PORTS`` from ``ot.dnp3.ports``).
 """
 
 from __future__ import annotations
@@ -68,18 +68,19 @@ class Variables:
 
 
 def default_variables(
-    home_networks: list[str] | None = None, modbus_ports: list[int] | None = None
+    home_networks: list[str] | None = None,
+    modbus_ports: list[int] | None = None,
+    dnp3_ports: list[int] | None = None,
 ) -> Variables:
     addresses = dict(DEFAULT_ADDRESS_GROUPS)
     ports = dict(DEFAULT_PORT_GROUPS)
     if home_networks:
         addresses["HOME_NET"] = "[" + ",".join(home_networks) + "]"
-    if modbus_ports:
-        ports["MODBUS_PORTS"] = (
-            str(modbus_ports[0])
-            if len(modbus_ports) == 1
-            else "[" + ",".join(str(p) for p in modbus_ports) + "]"
-        )
+    for name, values in (("MODBUS_PORTS", modbus_ports), ("DNP3_PORTS", dnp3_ports)):
+        if values:
+            ports[name] = (
+                str(values[0]) if len(values) == 1 else "[" + ",".join(map(str, values)) + "]"
+            )
     return Variables(addresses, ports)
 
 

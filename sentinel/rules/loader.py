@@ -3,7 +3,8 @@
 - Shipped content lives in the ``sentinel.signatures`` package (``signatures/`` in the
   source tree): every ``*.rules`` there, and ``classification.config``.
 - Variables: Suricata's defaults, with ``HOME_NET`` = the config's site networks when any
-  are declared and ``MODBUS_PORTS`` = ``decode.modbus_ports``; a YAML file (``--rule-vars``)
+  are declared, ``MODBUS_PORTS`` = ``decode.modbus_ports`` and ``DNP3_PORTS`` =
+  ``ot.dnp3.ports``; a YAML file (``--rule-vars``)
   overrides them, in Suricata's layout (``vars: {address-groups: ..., port-groups: ...}``,
   or the two groups at the top level).
 
@@ -99,7 +100,9 @@ def load_vars_file(path: str, base: Variables) -> Variables:
 
 def variables_for(config: Config, vars_file: str | None = None) -> Variables:
     networks = [n for site in config.sites for n in site.networks]
-    base = default_variables(networks or None, list(config.decode.modbus_ports))
+    ot = getattr(config, "ot", None)
+    dnp3_ports = list(ot.dnp3.ports) if ot is not None else None
+    base = default_variables(networks or None, list(config.decode.modbus_ports), dnp3_ports)
     return load_vars_file(vars_file, base) if vars_file else base
 
 

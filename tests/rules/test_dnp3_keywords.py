@@ -207,3 +207,13 @@ def test_only_rule_sets_with_dnp3_rules_subscribe_to_ot_events(tmp_path) -> None
         tmp_path,
     )
     assert events.on_ot is not Detector.on_ot
+
+
+def test_dnp3_ports_follow_the_ot_config() -> None:
+    from sentinel.rules.loader import variables_for
+
+    assert variables_for(Config()).ports["DNP3_PORTS"] == "20000"
+    config = Config.model_validate({"ot": {"dnp3": {"ports": [20000, 20001]}}})
+    assert variables_for(config).ports["DNP3_PORTS"] == "[20000,20001]"
+    r = rule("dnp3_func:read;", "alert dnp3 any any -> any $DNP3_PORTS", variables_for(config))
+    assert r.header.dst_ports.match(20001) and not r.header.dst_ports.match(20002)
