@@ -132,10 +132,11 @@ class _Scan:
 
 
 class _Flow:
-    __slots__ = ("conn", "first_id", "identify", "other", "pending")
+    __slots__ = ("conn", "first_id", "identify", "other", "pair", "pending")
 
     def __init__(self, conn: ConnId) -> None:
         self.conn = conn
+        self.pair = (conn.orig_h, conn.resp_h)  # the key of its _Scan, built once
         self.pending: dict[int, tuple[int, int, int | None]] = {}  # tid -> (fc, unit, address)
         self.identify = 0
         self.other = 0
@@ -178,12 +179,38 @@ class ModbusRecon(Detector):
 
     # ------------------------------------------------------------------ events
     def on_modbus(self, msg: ModbusMessage) -> list[Finding] | None:
-        if not msg.is_orig and msg.exception is None:  # the common case: a normal answer
-            flow = self._flows.get(msg.uid)
-            if flow is not None:
-                flow.pending.pop(msg.tid, None)
-            return None
-        out: list[Finding] = []
+        # The hot path, once per message: one tuple unpack, no allocation for a request that
+        # repeats what the client already sent in this window (polling).
+        ts, uid, _, is_orig, tid, _, unit, fc, _, exception, _, _, fields, _ = msg
+        if not is_orig:
+            if exception is None:  # the common case: a normal answer
+                flow = self._flows.get(uid)
+                if flow is not None:
+                    flow.pending.pop(tid, None)
+                return None
+        elif fc != 17 and fc != 43:  # a request, not an identification (is_identification)
+            flow = self._flows.get(uid) or self._flow(msg)
+            scan = self._scans.get(flow.pair) or self._scan(flow.pair)  # type: ignore[union-attr]
+            window = scan.window
+            start = window.start
+            if start is None or ts - start >= window.length or ts < start:
+                window.start = ts  # Window.roll, inlined
+                scan._reset()
+            address = fields["read_address"] if "read_address" in fields else fields.get("address")
+            if not isinstance(address, int):
+                address = None
+            pending = flow.pending  # type: ignore[union-attr]
+            if len(pending) >= MAX_PENDING:
+                del pending[next(iter(pending))]
+            pending[tid] = (fc, unit, address)
+            flow.other += 1  # type: ignore[union-attr]
+            signature = (fc, unit, address)
+            if signature in scan.seen:
+                return None  # polling repeats itself: nothing new for any counter
+            out: list[Finding] = []
+            self._new_signature(msg, signature, scan, out)
+            return self._enabled(out)
+        out = []
         flow = self._flow(msg)
         scan = self._scan((msg.conn.orig_h, msg.conn.resp_h))
         scan.roll(msg.ts)
@@ -228,7 +255,6 @@ class ModbusRecon(Detector):
 
     # ------------------------------------------------------------------ requests
     def _request(self, msg: ModbusMessage, flow: _Flow | None, scan: _Scan, out: list) -> None:
-        s = self.settings
         fc, unit = msg.fc, msg.unit
         address = msg.fields.get("read_address", msg.fields.get("address"))
         if not isinstance(address, int):
@@ -261,6 +287,14 @@ class ModbusRecon(Detector):
         signature = (fc, unit, address)
         if signature in scan.seen:
             return  # polling repeats itself: nothing new for any counter
+        self._new_signature(msg, signature, scan, out)
+
+    def _new_signature(
+        self, msg: ModbusMessage, signature: tuple[int, int, int | None], scan: _Scan, out: list
+    ) -> None:
+        """A request (function code, unit, address) not seen from this client in the window."""
+        s = self.settings
+        fc, unit, address = signature
         if len(scan.seen) < MAX_SEEN:
             scan.seen.add(signature)
         if FC_SWEEP.sid not in scan.fired:

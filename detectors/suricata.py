@@ -37,9 +37,9 @@ import logging
 from typing import Any, ClassVar
 
 from sentinel.config import Config
-from sentinel.events import Anomaly, ModbusMessage, OTEvent, PacketEvent, StreamData
+from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.findings import Finding
-from sentinel.pipeline.detector import Detector, register
+from sentinel.pipeline.detector import NO_CHUNK, Detector, StreamGate, register
 from sentinel.rules import loader
 from sentinel.rules import modbus as mb
 from sentinel.rules.engine import Alert, RuleEngine
@@ -135,6 +135,14 @@ class RuleDetector(Detector):
             return out + self._report(alerts) if alerts else out
         alerts = self.engine.inspect_stream(chunk)
         return self._report(alerts) if alerts else None
+
+    def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
+        """Only the chunks the direction's stream rules can match (the plan's fast patterns
+        and sizes): on Modbus flows, almost none is turned into an event."""
+        if "on_stream" not in self.subscriptions():
+            return NO_CHUNK
+        gate = self.engine.stream_gate(uid, conn, is_orig, proto)
+        return None if gate is None else StreamGate(*gate)
 
     def _on_anomaly(self, event: Anomaly) -> list[Finding] | None:
         out = None

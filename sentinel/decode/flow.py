@@ -87,6 +87,7 @@ class Flow:
         "resp_bytes",
         "resp_ip_bytes",
         "resp_pkts",
+        "stream_hooks",
         "stream_offsets",
         "streams",
         "uid",
@@ -108,6 +109,7 @@ class Flow:
         self.flags = [0, 0]  # TCP flags seen, per direction
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
         self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
+        self.stream_hooks: list[StreamHook | None] = [None, None]  # per direction
         self.analyzer: AppAnalyzer | None = None
         # In-order payload waiting for the batch hook, per direction: [(data, ts, frame)] and
         # the stream offset of its first byte.
@@ -209,6 +211,7 @@ class Flow:
 
 
 AnalyzerFactory = Callable[[Flow, bytes | None], "AppAnalyzer | None"]
+StreamHook = Callable[[Flow, bool, bytes, float, int], None]
 
 
 class FlowTable:
@@ -220,6 +223,9 @@ class FlowTable:
     packet (``packet_hook(flow, is_orig, ts, frame, decoded)``) and every in-order stream chunk
     (``stream_hook(flow, is_orig, data, ts, frame)``); they are for detectors that need bytes.
     Neither leaves the in-order fast path: a hook is one more call per packet or chunk.
+    ``stream_router(flow, is_orig)``, when set, is asked at the first chunk of each direction
+    which stream hook that direction gets (None: none at all), so a consumer that needs only
+    some chunks of some flows can say so once per direction instead of being called per chunk.
 
     ``batch_hook(flow, is_orig, offset, segments) -> bool`` receives the same in-order chunks
     in batches, ``segments`` being ``[(data, ts, frame), ...]`` and ``offset`` the stream
@@ -237,7 +243,8 @@ class FlowTable:
     packet_hook: Callable[[Flow, bool, float, int, Decoded], None] | None = None
     # Maps each address as text before any event carries it (privacy: pseudonymization).
     address_mapper: Callable[[str], str] | None = None
-    stream_hook: Callable[[Flow, bool, bytes, float, int], None] | None = None
+    stream_hook: StreamHook | None = None
+    stream_router: Callable[[Flow, bool], StreamHook | None] | None = None
     batch_hook: Callable[[Flow, bool, int, list[tuple[bytes, float, int]]], bool] | None = None
     batch_segments = 128  # chunks per direction before its batch is handed over
     # Bytes batched since all batches were last handed over, before all are handed over: a
@@ -311,8 +318,9 @@ class FlowTable:
                 if seq == nxt and not stream.pending and analyzer is not None:
                     # The hot path: in-order data on a flow with an analyzer.
                     stream.next_seq = (nxt + len(payload)) & SEQ_MASK
-                    if self.stream_hook is not None:
-                        self.stream_hook(flow, is_orig, payload, ts, frame)
+                    hook = flow.stream_hooks[is_orig]
+                    if hook is not None:
+                        hook(flow, is_orig, payload, ts, frame)
                     if self.batch_hook is not None:
                         batch = flow.batch[is_orig]
                         if batch is None or len(batch) >= self.batch_segments:
@@ -336,8 +344,9 @@ class FlowTable:
                         # The peer acknowledged bytes the capture never showed: a gap.
                         self._skip_gap(flow, not is_orig, ts, frame, ack)
         elif payload:
-            if self.stream_hook is not None:
-                self.stream_hook(flow, is_orig, payload, ts, frame)
+            hook = flow.stream_hooks[is_orig]
+            if hook is not None:
+                hook(flow, is_orig, payload, ts, frame)
             if self.batch_hook is not None:
                 self._batch(flow, is_orig, payload, ts, frame)
             flow.stream_offsets[is_orig] += len(payload)
@@ -489,8 +498,9 @@ class FlowTable:
         self._drain(flow, is_orig, stream, ts, frame)
 
     def _deliver(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-        if self.stream_hook is not None:
-            self.stream_hook(flow, is_orig, data, ts, frame)
+        hook = flow.stream_hooks[is_orig]
+        if hook is not None:
+            hook(flow, is_orig, data, ts, frame)
         if self.batch_hook is not None:
             self._batch(flow, is_orig, data, ts, frame)
         flow.stream_offsets[is_orig] += len(data)
@@ -502,6 +512,12 @@ class FlowTable:
             if analyzer is None:
                 return
         analyzer.feed(is_orig, data, ts, frame)
+
+    def _route(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        """The stream hook of a direction before its first chunk: ask the router, once."""
+        hook = flow.stream_hooks[is_orig] = self.stream_router(flow, is_orig)  # type: ignore[misc]
+        if hook is not None:
+            hook(flow, is_orig, data, ts, frame)
 
     # ------------------------------------------------------------------ batches
     def _batch(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
@@ -565,6 +581,10 @@ class FlowTable:
         self.index[(r, rp, o, op, proto)] = (flow, False)
         self.lru[flow.uid] = flow
         self.stats["flows"] += 1
+        if self.stream_router is not None:
+            flow.stream_hooks = [self._route, self._route]
+        elif self.stream_hook is not None:
+            flow.stream_hooks = [self.stream_hook, self.stream_hook]
         flow.analyzer = self.choose_analyzer(flow, None)
         return flow, sender_is_orig
 

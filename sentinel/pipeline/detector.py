@@ -47,6 +47,20 @@ class StreamBatch(NamedTuple):
     segments: list[tuple[bytes, float, int]]  # (data, ts, frame), in stream order
 
 
+class StreamGate(NamedTuple):
+    """Which chunks of one flow direction a detector's ``on_stream`` can raise findings on:
+    those of at least ``min_size`` bytes (None: no size suffices), and those whose byte at
+    offset ``at`` is in ``values``, for any ``(at, values)`` of ``bytes_at``. The pipeline
+    does not build events for other chunks (they may still come when another detector wants
+    them: a gate is a promise about findings, not a filter)."""
+
+    min_size: int | None = None
+    bytes_at: tuple[tuple[int, frozenset[int]], ...] = ()
+
+
+NO_CHUNK = StreamGate()  # the direction's chunks cannot raise a finding
+
+
 class Detector:
     """Base class: override ``on_*`` methods; each returns the findings it raises (or None)."""
 
@@ -71,6 +85,11 @@ class Detector:
         the flow's ``on_flow_end``). Far cheaper per chunk; a detector that overrides it gets
         no ``on_stream`` calls from the pipeline."""
         raise NotImplementedError
+
+    def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
+        """For ``on_stream``: asked once per flow direction, at its first chunk; None (the
+        default) wants every chunk, a ``StreamGate`` only those it lets through."""
+        return None
 
     def takes_batches(self, uid: str) -> bool:
         """For ``on_stream_batch``: whether the next chunks of flow ``uid`` may come late, in

@@ -26,7 +26,7 @@ import orjson
 
 from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
-from sentinel.decode.flow import Flow, FlowTable
+from sentinel.decode.flow import Flow, FlowTable, StreamHook
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
@@ -154,6 +154,7 @@ class Pipeline:
         self._batch_ok = [
             d.takes_batches for d in self.detectors if "on_stream_batch" in d.subscriptions()
         ]
+        self._stream_detectors = [d for d in self.detectors if "on_stream" in d.subscriptions()]
         self.extra_sinks = list(sinks)
         self.sites = SiteLabels(config)
         self.inventory = Inventory(config)
@@ -308,6 +309,48 @@ class Pipeline:
             if findings:
                 self._raise(findings)
 
+    def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | None:
+        """The flow table's stream router: the hook of one flow direction, from the gates of
+        the ``on_stream`` detectors (see ``Detector.stream_gate``)."""
+        min_size: int | None = None
+        checks: dict[int, frozenset[int]] = {}
+        for det in self._stream_detectors:
+            gate = det.stream_gate(flow.uid, flow.conn, is_orig, flow.proto)
+            if gate is None:
+                return self._stream_event  # every chunk
+            if gate.min_size is not None:
+                min_size = gate.min_size if min_size is None else min(min_size, gate.min_size)
+            for at, values in gate.bytes_at:
+                checks[at] = checks.get(at, frozenset()) | values
+        if min_size is None and not checks:
+            return None
+        size = min_size if min_size is not None else 1 << 62
+        event = self._stream_event
+        if not checks:
+
+            def sized(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+                if len(data) >= size:
+                    event(flow, is_orig, data, ts, frame)
+
+            return sized
+        if len(checks) == 1:
+            ((at, values),) = checks.items()
+
+            def one(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+                n = len(data)
+                if n >= size or (n > at and data[at] in values):
+                    event(flow, is_orig, data, ts, frame)
+
+            return one
+        tests = tuple(checks.items())
+
+        def gated(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+            n = len(data)
+            if n >= size or any(n > at and data[at] in values for at, values in tests):
+                event(flow, is_orig, data, ts, frame)
+
+        return gated
+
     def _stream_batch(
         self, flow: Flow, is_orig: bool, offset: int, segments: list[tuple[bytes, float, int]]
     ) -> bool:
@@ -361,7 +404,7 @@ class Pipeline:
         if self._handlers["on_packet"]:
             flows.packet_hook = self._packet_event
         if self._handlers["on_stream"]:
-            flows.stream_hook = self._stream_event
+            flows.stream_router = self._stream_route
         if self._handlers["on_stream_batch"]:
             flows.batch_hook = self._stream_batch
         if self._handlers["on_arp"]:

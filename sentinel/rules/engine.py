@@ -138,7 +138,7 @@ class Plan:
     """The rules that apply to one flow direction, indexed for the event types."""
 
     __slots__ = (
-        "anchored", "app_by_fc", "app_events", "app_generic", "dnp3", "packet", "stream",
+        "anchored", "app_by_fc", "app_events", "app_generic", "dnp3", "gate", "packet", "stream",
     )  # fmt: skip
 
     def __init__(self, rules: list[Compiled]) -> None:
@@ -177,6 +177,8 @@ class Plan:
             for fc, cs in by_fc.items()
         }
 
+        self.gate = _stream_gate(self.stream, self.anchored)
+
     @property
     def empty(self) -> bool:
         return not (
@@ -188,6 +190,32 @@ class Plan:
             or self.app_by_fc
             or self.dnp3
         )
+
+
+def _min_size(c: Compiled) -> int:
+    """A lower bound of the size of a chunk the stream rule can match (1 when unknown)."""
+    low = 1
+    d = c.dsize
+    if d is not None:
+        low = {"=": d.value, ">": d.value + 1, ">=": d.value, "<>": d.value + 1}.get(d.op, 1)
+    for step in c.rule.payload:
+        if isinstance(step, Content) and not step.negated and not step.relative:
+            low = max(low, (step.offset or 0) + len(step.pattern))
+    return max(low, 1)
+
+
+def _stream_gate(
+    stream: tuple[Compiled, ...], anchored: tuple
+) -> tuple[int | None, tuple[tuple[int, frozenset[int]], ...]]:
+    """Which chunks can match a plan's stream rules: ``(min_size, ((offset, bytes), ...))``,
+    a chunk of at least min_size bytes (None: no size suffices), or whose byte at one of
+    the offsets is one of the values (the first byte of an anchored fast pattern)."""
+    min_size = min((_min_size(c) for c in stream), default=None)
+    at: dict[int, set[int]] = {}
+    for start, end, table in anchored:
+        firsts = table if end < 0 else {p[0] for p in table}
+        at.setdefault(start, set()).update(firsts)
+    return min_size, tuple((k, frozenset(v)) for k, v in sorted(at.items()))
 
 
 EMPTY_PLAN = Plan([])
@@ -427,6 +455,16 @@ class RuleEngine:
         return out if len(out) < 2 else _one_per_signature(out)
 
     # ------------------------------------------------------------------ stream
+    def stream_gate(
+        self, uid: str, conn: ConnId, is_orig: bool, proto: int
+    ) -> tuple[int | None, tuple[tuple[int, frozenset[int]], ...]] | None:
+        """Which chunks of a flow direction ``inspect_stream`` can alert on (see
+        ``_stream_gate``); None: every chunk (UDP: each datagram counts for ``established``)."""
+        if proto != PROTO_TCP:
+            return None
+        plan = self.plans.get((uid, is_orig)) or self.plan(uid, conn, is_orig, proto)
+        return plan.gate
+
     def inspect_stream(self, s: StreamData) -> list[Alert]:
         proto = s.proto if _STREAM_HAS_PROTO else PROTO_TCP  # type: ignore[attr-defined]
         plan = self.plans.get((s.uid, s.is_orig)) or self.plan(s.uid, s.conn, s.is_orig, proto)
@@ -495,23 +533,21 @@ class RuleEngine:
         ``request`` is the paired request's fields (for responses, when known) and
         ``has_request`` whether the transaction has a request (default: the decoder paired
         the response, ``latency`` is set)."""
+        # Once per message: one tuple unpack instead of attribute look-ups.
+        _, uid, conn, is_orig, _, _, _, fc, func, exception, _, _, _, _ = msg
         if self.needs_modbus_flows:
-            self.modbus_flows.add(msg.uid)
-        is_orig = msg.is_orig
-        plan = self.plans.get((msg.uid, is_orig)) or self.plan(
-            msg.uid, msg.conn, is_orig, PROTO_TCP
-        )
-        fc = msg.fc
+            self.modbus_flows.add(uid)
+        plan = self.plans.get((uid, is_orig)) or self.plan(uid, conn, is_orig, PROTO_TCP)
         candidates = plan.app_by_fc.get(fc, plan.app_generic)
         derived: list[str] = []
-        if self.derived and plan.app_events:
+        if plan.app_events and self.derived:
             if fc in mb.ECHOED and request is None and "value_mismatch" in self.derived:
                 request = self._write_request(msg)
             # Only three kinds of message can carry a derived event (see derived_events).
             if (
-                (fc == 0 or FUNC_BY_RAW[fc] != msg.func)
+                (fc == 0 or FUNC_BY_RAW[fc] != func)
                 if is_orig
-                else (msg.exception is not None or fc in mb.ECHOED)
+                else (exception is not None or fc in mb.ECHOED)
             ):
                 derived = [n for n in mb.derived_events(msg, request) if n in self.derived]
         names: frozenset[str] | set[str] = frozenset()

@@ -204,3 +204,40 @@ def test_pass_rules_stop_the_other_rules_for_that_event() -> None:
     ])  # fmt: skip
     assert sids(e.inspect_stream(chunk(b"a"))) == [3, 1]  # drop alerts in IDS mode
     assert sids(e.inspect_stream(chunk(b"a ok"))) == []
+
+
+# --------------------------------------------------------------------------- stream gate
+def admits(gate: tuple, data: bytes) -> bool:
+    min_size, checks = gate
+    if min_size is not None and len(data) >= min_size:
+        return True
+    return any(len(data) > at and data[at] in values for at, values in checks)
+
+
+def test_stream_gate_admits_every_chunk_a_stream_rule_can_alert_on() -> None:
+    texts = [
+        'content:"|00 00|"; offset:2; depth:2; content:"|83|"; offset:7; depth:1; sid:1;',
+        'content:"GET "; offset:0; depth:4; sid:2;',
+        'content:"abc"; sid:3;',  # anywhere: no anchor, size 3 at least
+        "dsize:>20; sid:4;",
+        'dsize:5<>9; content:"z"; sid:5;',
+        'content:"q"; offset:6; sid:6;',  # unanchored (no depth): size 7 at least
+        'content:"|ff|"; offset:4; depth:1; content:!"x"; sid:7;',
+    ]
+    e = engine(*texts)
+    gate = e.stream_gate("C1", A, True, 6)
+    assert gate is not None and gate[0] == 3  # the loosest size bound of the unanchored rules
+    assert {at for at, _ in gate[1]} == {0, 2, 4}  # the longest fixed content of each
+    samples = [b"", b"a", b"ab", b"abc", b"xxabcxx", b"GET /", b"\x00\x01\x00\x00\x00\x03\x01\x83"]
+    samples += [bytes([i % 256]) * n for i in (0, 0x47, 0x83, 0xFF) for n in range(1, 30)]
+    samples += [b"zzzzzz", b"zzzzzzzzz", b"......q", b"\x00\x00\x00\x00\xff"]
+    for data in samples:
+        if e.inspect_stream(chunk(data)):
+            assert admits(gate, data), data
+    assert e.stream_gate("C1", A, True, 17) is None  # UDP: every datagram counts
+
+
+def test_stream_gate_of_a_direction_without_stream_rules_admits_nothing() -> None:
+    e = engine('flow:to_server; content:"x"; offset:1; depth:1; sid:1;')
+    assert e.stream_gate("C1", A, False, 6) == (None, ())
+    assert e.stream_gate("C1", A, True, 6) == (None, ((1, frozenset(b"x")),))

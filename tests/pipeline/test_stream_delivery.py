@@ -1,0 +1,73 @@
+"""Stream chunks to detectors: per chunk (``on_stream``, narrowed by ``stream_gate``) and in
+batches (``on_stream_batch``), the same bytes, offsets and packets either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sentinel.config import Config
+from sentinel.events import ConnId, StreamData
+from sentinel.pipeline.detector import NO_CHUNK, Detector, StreamBatch, StreamGate
+from tests.conftest import run_analysis
+from tests.detectors.pcaps import HMI, PLC, save, tcp_stream
+
+SEGMENTS = [b"A" * 3, b"bbbbbb", b"ccc", b"Adddddddd", b"e", b"AA"]
+REPLIES = [b"x" * 7, b"A"]
+
+
+class Chunks(Detector):
+    """Records what on_stream gets, behind the gate it is given."""
+
+    id = "test_chunks"
+
+    def __init__(self, gate: StreamGate | None) -> None:
+        super().__init__(Config())
+        self.gate = gate
+        self.seen: list[tuple[bool, int, bytes, int]] = []
+
+    def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
+        return self.gate if is_orig else None  # the server's direction: every chunk
+
+    def on_stream(self, chunk: StreamData) -> None:
+        self.seen.append((chunk.is_orig, chunk.offset, chunk.data, chunk.frame))
+
+
+class Batches(Detector):
+    id = "test_batches"
+
+    def __init__(self) -> None:
+        super().__init__(Config())
+        self.seen: list[tuple[bool, int, bytes, int]] = []
+
+    def on_stream_batch(self, batch: StreamBatch) -> None:
+        offset = batch.offset
+        for data, _ts, frame in batch.segments:
+            self.seen.append((batch.is_orig, offset, data, frame))
+            offset += len(data)
+
+
+def run(tmp_path: Path, *detectors: Detector) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    pcap = save(tmp_path / "c.pcap", tcp_stream(HMI, PLC, 4444, SEGMENTS, REPLIES))
+    run_analysis(pcap, tmp_path / "out", Config(), list(detectors))
+
+
+def test_gates_narrow_on_stream_and_batches_carry_every_chunk(tmp_path: Path) -> None:
+    every = Chunks(None)
+    sized = Chunks(StreamGate(min_size=6))
+    first_a = Chunks(StreamGate(bytes_at=((0, frozenset(b"A")),)))
+    nothing = Chunks(NO_CHUNK)
+    batches = Batches()
+    run(tmp_path, every, batches)
+    assert len(every.seen) == len(SEGMENTS) + len(REPLIES)
+    assert sorted(batches.seen) == sorted(every.seen)  # same bytes, offsets and frames
+    client = [c for c in every.seen if c[0]]
+    assert [c[1] for c in client] == [0, 3, 9, 12, 21, 22]
+    for i, det in enumerate((sized, first_a, nothing)):
+        run(tmp_path / str(i), det)
+    assert [c[2] for c in sized.seen if c[0]] == [b"bbbbbb", b"Adddddddd"]
+    assert [c[2] for c in first_a.seen if c[0]] == [b"AAA", b"Adddddddd", b"AA"]
+    assert [c for c in nothing.seen if c[0]] == []
+    # offsets and frames stay those of the whole stream
+    assert [c for c in sized.seen if c[0]] == [c for c in client if len(c[2]) >= 6]
+    assert len([c for c in nothing.seen if not c[0]]) == len(REPLIES)
