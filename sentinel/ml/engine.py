@@ -73,6 +73,7 @@ from sentinel.ml.window import (
 )
 
 DT_FLOOR = 1.0  # as in baseline.py
+FLOOR_MARGIN = 1e-9  # rounding of the scores' sums, many orders of magnitude over
 CONSTANT, SETPOINT, COUNTER, ANALOG, VARYING = range(5)
 CLASSES = {
     "constant": CONSTANT,
@@ -210,6 +211,7 @@ class ScorerRuntime:
     __slots__ = (
         "center",
         "debounce_k",
+        "decides",
         "fill",
         "high",
         "key",
@@ -238,6 +240,14 @@ class ScorerRuntime:
         self.high = [float(x) for x in scorer.high_]
         self.threshold = float(scorer.threshold_)
         self.debounce_k = k
+        # Whether the estimator's score can decide a window: not when the threshold is below
+        # every score the isolation forest can give (``scorer.score_floor``; calibration to a
+        # false alarm a day often puts it there). Such windows are scored only to explain a
+        # finding: the envelopes alone decide them, with the same result.
+        from sentinel.ml.scorer import score_floor
+
+        floor = score_floor(scorer.estimator_)
+        self.decides = floor is None or floor - FLOOR_MARGIN <= self.threshold
 
     def features(self, raw: list[float]) -> list[float]:
         """``WindowFeatures.transform`` of one raw window, in plain Python (tested equal)."""
@@ -1200,37 +1210,26 @@ class Engine(Tracker):
     # ------------------------------------------------------------------ tier 2
     def windows(self, closed: list[tuple[ChannelState, list[float]]], t_end: float) -> Any:
         runtimes = self.runtimes
-        rows: list[int] = []
-        feats: list[list[float]] = []
-        scaled: list[list[float]] = []
-        outside: list[list[int]] = []
-        items: list[tuple[ChannelState, ScorerRuntime, list[float]]] = []
+        items: list[tuple[ChannelState, ScorerRuntime, list[float], list[float], bool]] = []
+        need: list[tuple[ScorerRuntime, list[float]]] = []
         for ch, raw in closed:
             rt = runtimes.get(ch.key)
             if rt is None:
                 continue
             f = rt.features(raw)
             low, high = rt.low, rt.high
-            outside.append([i for i, x in enumerate(f) if x < low[i] or x > high[i]])
-            scaled.append([(x - m) / s for x, m, s in zip(f, rt.center, rt.scale, strict=True)])
-            rows.append(rt.row)
-            feats.append(f)
-            items.append((ch, rt, raw))
+            outside = any(x < low[i] or x > high[i] for i, x in enumerate(f))
+            items.append((ch, rt, raw, f, outside))
+            if rt.decides:
+                need.append((rt, f))
         if not items:
             return None
-        if self.forest is not None:
-            scores = self.forest.score(np.array(rows), np.array(scaled)).tolist()
-        else:
-            from sentinel.ml.scorer import fast_score_samples
-
-            scores = [
-                float(fast_score_samples(rt.scorer.estimator_, np.array([s]))[0])
-                for (_ch, rt, _raw), s in zip(items, scaled, strict=True)
-            ]
+        scores = iter(self._scores(need) if need else ())
         out: list[Finding] | None = None
         n, k = self.debounce_n, self.debounce_k
-        for (ch, rt, raw), score, out_f in zip(items, scores, outside, strict=True):
-            bad = score < rt.threshold or bool(out_f)
+        for ch, rt, raw, f, outside in items:
+            score = next(scores) if rt.decides else None
+            bad = outside or (score is not None and score < rt.threshold)
             d = ch.debounce
             d.append(bad)
             if len(d) > n:
@@ -1240,8 +1239,26 @@ class Engine(Tracker):
                 ch.episode = False
             elif hits >= k and not ch.episode:
                 ch.episode = True
+                if score is None:  # for the explanation only
+                    score = self._scores([(rt, f)])[0]
                 out = (out or []) + [self._window_finding(ch, rt, raw, score, hits, t_end)]
         return out
+
+    def _scores(self, need: list[tuple[ScorerRuntime, list[float]]]) -> list[float]:
+        """The estimator's scores of windows' features, all at once for isolation forests."""
+        scaled = [
+            [(x - m) / s for x, m, s in zip(f, rt.center, rt.scale, strict=True)] for rt, f in need
+        ]
+        if self.forest is not None:
+            rows = np.array([rt.row for rt, _f in need])
+            scores: list[float] = self.forest.score(rows, np.array(scaled)).tolist()
+            return scores
+        from sentinel.ml.scorer import fast_score_samples
+
+        return [
+            float(fast_score_samples(rt.scorer.estimator_, np.array([s]))[0])
+            for (rt, _f), s in zip(need, scaled, strict=True)
+        ]
 
     def _window_finding(
         self,

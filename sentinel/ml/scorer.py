@@ -361,6 +361,27 @@ class CompiledForest:
         return -np.power(2.0, -np.divide(depths, den, out=np.ones_like(depths), where=den != 0))
 
 
+def score_floor(forest: Any) -> float | None:
+    """A lower bound of an isolation forest's ``score_samples`` (None for other estimators):
+    the score of a row that would reach, in every tree, the leaf of lowest value (its
+    shortest path; scores fall with path length). A calibrated threshold below it can never
+    be crossed: the engine then does not evaluate the forest to decide whether a window is
+    anomalous (tested against scikit-learn)."""
+    if not isinstance(forest, IsolationForest):
+        return None
+    depth = 0.0
+    for ti, tree in enumerate(forest.estimators_):
+        leaves = np.asarray(tree.tree_.children_left) == -1
+        value = (
+            np.asarray(forest._decision_path_lengths[ti], dtype=np.float64)
+            + np.asarray(forest._average_path_length_per_tree[ti], dtype=np.float64)
+            - 1.0
+        )
+        depth += float(value[leaves].min())
+    den = len(forest.estimators_) * float(_average_path_length([forest._max_samples])[0])
+    return -(2.0 ** -(depth / den if den != 0 else 1.0))
+
+
 def fast_score_samples(estimator: Any, S: np.ndarray) -> np.ndarray:
     """``score_samples`` of a fitted LocalOutlierFactor (novelty, brute force) or
     EllipticEnvelope on scaled rows ``S``, in plain numpy: scikit-learn's own call costs

@@ -341,3 +341,28 @@ def test_bounded_channels(learned: tuple[Model, Poller]) -> None:
         e.modbus(request(START + i, c, 3, 1, uid=f"X{i}", address=0, quantity=1))
     assert len(e.channels) == 16
     assert e.stats["channels_untracked"] == 24
+
+
+def test_windows_decided_without_the_forest_when_its_threshold_is_unreachable() -> None:
+    """A threshold below every score the isolation forest can give (``score_floor``) cannot
+    be crossed: the engine skips the forest and decides on the envelopes alone, and scores
+    a window only to explain a finding. Same findings, same evidence, as scoring every window."""
+    from sentinel.ml.scorer import score_floor
+
+    model, poller = baseline_model(seconds=2 * 3600, scorers=True)
+    for scorer in model.scorers.values():
+        scorer.threshold_ = score_floor(scorer.estimator_) - 0.01
+    fast, full = engine(model), engine(model)
+    assert fast.runtimes and not any(rt.decides for rt in fast.runtimes.values())
+    for rt in full.runtimes.values():
+        rt.decides = True
+    events = list(poller.run(START, 300))
+    poller.latency *= 20  # a man in the middle: every answer twenty times slower
+    events += list(poller.run(START + 300, 300))
+    found = feed(fast, events)
+    assert [(f.rule_id, f.ts, f.message, f.evidence) for f in found] == [
+        (f.rule_id, f.ts, f.message, f.evidence) for f in feed(full, events)
+    ]
+    (window,) = by_rule(found)[str(R.WINDOW.sid)]
+    rt = next(iter(fast.runtimes.values()))
+    assert window.evidence["score"] >= round(rt.threshold, 6)  # the envelope decided

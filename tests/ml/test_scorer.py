@@ -17,6 +17,7 @@ from sentinel.ml.scorer import (
     WindowScorer,
     evt_threshold,
     fast_score_samples,
+    score_floor,
     validate_forest,
 )
 from sentinel.ml.window import N_EXC, N_REQ, N_RESP, S_LAT
@@ -118,6 +119,26 @@ def test_compiled_forest_equals_scikit_learn() -> None:
     assert np.allclose(compiled.score(rows, T), expected, rtol=0, atol=1e-12)
 
 
+def test_score_floor_is_a_lower_bound_of_scikit_learn() -> None:
+    rng = np.random.default_rng(7)
+    for seed, samples in ((0, 256), (1, 64), (2, 16)):
+        X = np.round(rng.normal(size=(400, 12)), 1)
+        X[:, 3] = 0.0
+        forest = IsolationForest(n_estimators=50, max_samples=samples, random_state=seed).fit(X)
+        floor = score_floor(forest)
+        T = np.vstack(
+            [
+                rng.normal(size=(500, 12)) * 3,
+                rng.normal(size=(50, 12)) * 1e3,  # far outside: the shortest paths
+                np.eye(12) * -1e6,
+                np.eye(12) * 1e6,
+            ]
+        )
+        scores = forest.score_samples(T)
+        assert floor is not None and -1.0 <= floor <= scores.min()
+        assert floor > scores.min() - 0.1  # a bound that is not vacuous
+
+
 def test_fast_paths_of_the_other_estimators() -> None:
     rng = np.random.default_rng(5)
     X = np.round(rng.normal(size=(600, 12)), 2)
@@ -126,6 +147,7 @@ def test_fast_paths_of_the_other_estimators() -> None:
     ee = EllipticEnvelope(random_state=0).fit(X)
     for est in (lof, ee):
         assert np.allclose(fast_score_samples(est, T), est.score_samples(T), atol=1e-9)
+        assert score_floor(est) is None  # no bound: their windows are always scored
 
 
 def test_corrupted_trees_are_refused() -> None:
