@@ -630,6 +630,8 @@ class RuleEngine:
         names = dn.events_of(ev)
         out: list[Alert] = []
         for c in plan.dnp3:
+            if c.established is False:  # DNP3 messages are TCP data: past the handshake
+                continue
             if c.event_names and not c.event_names.issubset(names):
                 continue
             if c.dnp3 or c.dnp3_data is not None:

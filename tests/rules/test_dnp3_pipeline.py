@@ -52,6 +52,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("dnp3_func:0x0d;", ["q2"]),
     ("DNP3.FUNC:COLD_RESTART;", ["q2"]),
     ("dnp3_func:cold_restart; flow:to_client;", []),
+    ("dnp3_func:read; flow:established,to_server;", ["q0", "q7"]),
+    ("dnp3_func:read; flow:not_established;", []),
     # dnp3_ind: 7/8 forms (any bit, IIN2 masked with 0x0F), 9.x forms, to client only
     ("dnp3_ind:device_restart;", ["r1"]),
     ("dnp3_ind:0x8000;", ["r1"]),
