@@ -20,6 +20,7 @@ is not approved or has not ended). A job's own ``dry_run: true`` counts as ``--d
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,19 @@ class JobContext:
     observer: str = "sentinel"
     site_of: Callable[[str], dict[str, str] | None] | None = None
     now: Callable[[], float] = time.time
+    # Privacy (``sentinel.privacy.Pseudonymizer``, one per job run: it is not shared with the
+    # pipeline's thread): devices outside the inventory leave the job under their pseudonyms.
+    privacy: Any = None
+    shown: dict[str, str] = field(default_factory=dict)  # clear -> pseudonym, this run
+
+    def show(self, address: str) -> str:
+        """``address`` as outputs carry it (its pseudonym when privacy applies to it)."""
+        if self.privacy is None or not valid_address(address):
+            return address
+        out = self.privacy.address(address)
+        if out != address:
+            self.shown[address] = out
+        return out
 
 
 def _iso(ts: float) -> str:
@@ -150,6 +164,7 @@ def job_finding(
     """The ECS document of a job finding about the device at ``address:port``."""
     rule = RULES[kind]
     ts = ctx.now()
+    shown = ctx.show(address)  # before the id is derived from it
     finding = Finding(
         ts=ts,
         rule_id=str(rule.sid),
@@ -159,14 +174,14 @@ def job_finding(
         technique=rule.technique,
         message=message,
         detector=DETECTOR,
-        uid=f"{job}:{address}:{port}:{kind}:{evidence.get('point') or evidence.get('unit')}",
+        uid=f"{job}:{shown}:{port}:{kind}:{evidence.get('point') or evidence.get('unit')}",
         dataset="sentinel.scan",
         evidence={"job": job, **evidence},
     )
     labels = ctx.site_of(address) if ctx.site_of else None
     doc = finding.to_ecs(ctx.observer, labels)
-    doc["destination"] = {"ip": address, "port": port}
-    doc["related"] = {"ip": [address]}
+    doc["destination"] = {"ip": shown, "port": port}
+    doc["related"] = {"ip": [shown]}
     return doc
 
 
@@ -240,7 +255,69 @@ def run_job(name: str, settings: Any, ctx: JobContext) -> JobResult:
             name, settings.type, status="failed", messages=[f"{type(exc).__name__}: {exc}"]
         )
     result.ended = time.time()
+    if ctx.privacy is not None:
+        _pseudonymize(result, ctx)
     return result
+
+
+_ADDRESS_TOKEN = re.compile(  # IPv4 (a port may follow), or IPv6
+    r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\w|\.\d)"
+    r"|(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:.])"
+)
+
+
+def _pseudonymize(result: JobResult, ctx: JobContext) -> None:
+    """What a job returns, as the pipeline writes it with privacy on: devices outside the
+    inventory by their pseudonyms (``job_finding`` already used them), their identity strings
+    (serials, names) as the ``identifiers`` setting says, in findings, device records,
+    messages and plans."""
+    p = ctx.privacy
+    shown = ctx.shown  # clear text -> what replaces it, for the free-text fields
+
+    def identity(ident: dict[str, Any]) -> dict[str, Any]:
+        out = p.scrub_mapping(ident)
+        for k, v in ident.items():
+            if isinstance(v, str) and v and out.get(k) != v:
+                shown[v] = out.get(k) or "(dropped)"
+        return out
+
+    def scrub_ids(fields: dict[str, Any]) -> None:
+        if fields.get("identity"):
+            fields["identity"] = identity(fields["identity"])
+        if fields.get("server_id") is not None:
+            sid = identity({"server_id": fields.pop("server_id")})
+            fields.update(sid)
+        for name, change in (fields.get("changes") or {}).items():
+            for side in ("before", "after"):
+                if isinstance(change.get(side), str):
+                    change[side] = identity({name: change[side]}).get(name)
+
+    devices = []
+    for rec in result.devices:
+        rec = dict(rec, address=ctx.show(str(rec.get("address"))))
+        if p.is_pseudonym(rec["address"]):  # outside the inventory
+            scrub_ids(rec)
+        devices.append(rec)
+    result.devices = devices
+    for doc in result.findings:
+        if p.is_pseudonym(str((doc.get("destination") or {}).get("ip", ""))):
+            scrub_ids((doc.get("sentinel") or {}).get("evidence") or {})
+    longest_first = sorted(shown, key=len, reverse=True)
+
+    def address_token(m: re.Match[str]) -> str:
+        return ctx.show(m.group(0))  # not an address (a version string): unchanged
+
+    def text(value: str) -> str:
+        value = _ADDRESS_TOKEN.sub(address_token, value)  # whatever the job wrote about
+        for clear in longest_first:  # identity strings
+            if clear in value:
+                value = re.sub(rf"(?<!\w){re.escape(clear)}(?!\w)", shown[clear], value)
+        return value
+
+    for doc in result.findings:
+        doc["message"] = text(doc.get("message", ""))
+    result.messages = [text(m) for m in result.messages]
+    result.planned = [text(m) for m in result.planned]
 
 
 def valid_address(value: str) -> bool:

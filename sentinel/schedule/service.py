@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.errors import SentinelError
+from sentinel.privacy.runtime import pseudonymizer_for
 from sentinel.respond.settings import section
 from sentinel.schedule.jobs import JobContext, JobResult, run_job
 from sentinel.schedule.safety import ScanGuard
@@ -210,7 +211,12 @@ class SchedulerService:
             observer=self.config.observer.name,
             site_of=self.site_of,
         )
-        result = run_job(name, job, ctx)
+        try:  # its own pseudonymizer: the pipeline's belongs to the pipeline's thread
+            ctx.privacy = pseudonymizer_for(self.config, now=time.time())
+        except SentinelError as exc:  # no key: nothing may leave the job in clear
+            result = JobResult(name, job.type, status="refused", messages=[f"privacy: {exc}"])
+        else:
+            result = run_job(name, job, ctx)
         log.info("job %s: %s, %d findings", name, result.status, len(result.findings))
         for message in result.messages:
             log.warning("job %s: %s", name, message)
