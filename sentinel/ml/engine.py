@@ -209,6 +209,7 @@ class ScorerRuntime:
     """One channel's calibrated scorer, flattened to Python lists for per-window scoring."""
 
     __slots__ = (
+        "bounds",
         "center",
         "debounce_k",
         "decides",
@@ -240,14 +241,16 @@ class ScorerRuntime:
         self.high = [float(x) for x in scorer.high_]
         self.threshold = float(scorer.threshold_)
         self.debounce_k = k
-        # Whether the estimator's score can decide a window: not when the threshold is below
-        # every score the isolation forest can give (``scorer.score_floor``; calibration to a
-        # false alarm a day often puts it there). Such windows are scored only to explain a
-        # finding: the envelopes alone decide them, with the same result.
-        from sentinel.ml.scorer import score_floor
+        # Isolation forests: whether the score can decide a window at all (not when the
+        # threshold is below every score the forest can give; calibration to a false alarm
+        # a day often puts it there), and a bound of each window's score from the roots of
+        # the trees (``scorer.ForestBounds``). A window whose bound is above the threshold
+        # is decided by its envelopes alone, with the same result, and scored only to
+        # explain a finding.
+        from sentinel.ml.scorer import forest_bounds
 
-        floor = score_floor(scorer.estimator_)
-        self.decides = floor is None or floor - FLOOR_MARGIN <= self.threshold
+        self.bounds = forest_bounds(scorer.estimator_)
+        self.decides = self.bounds is None or self.bounds.floor - FLOOR_MARGIN <= self.threshold
 
     def features(self, raw: list[float]) -> list[float]:
         """``WindowFeatures.transform`` of one raw window, in plain Python (tested equal)."""
@@ -359,6 +362,9 @@ class Engine(Tracker):
             from sentinel.ml.scorer import CompiledForest
 
             self.forest = CompiledForest(forests)
+        # windows whose score was computed, and those decided by ``ForestBounds`` alone
+        self.stats["windows_scored"] = 0
+        self.stats["windows_bounded"] = 0
         # bounded tables
         self.reported: dict[tuple, float] = {}
         self.last_write: dict[tuple[str, int, str, int], tuple[float, str, bool, float]] = {}
@@ -1210,8 +1216,9 @@ class Engine(Tracker):
     # ------------------------------------------------------------------ tier 2
     def windows(self, closed: list[tuple[ChannelState, list[float]]], t_end: float) -> Any:
         runtimes = self.runtimes
-        items: list[tuple[ChannelState, ScorerRuntime, list[float], list[float], bool]] = []
-        need: list[tuple[ScorerRuntime, list[float]]] = []
+        # (channel, runtime, raw window, scaled features or None, a feature outside)
+        items: list[tuple[ChannelState, ScorerRuntime, list[float], list[float] | None, bool]] = []
+        need: list[tuple[ScorerRuntime, list[float]]] = []  # windows the score may decide
         for ch, raw in closed:
             rt = runtimes.get(ch.key)
             if rt is None:
@@ -1219,16 +1226,24 @@ class Engine(Tracker):
             f = rt.features(raw)
             low, high = rt.low, rt.high
             outside = any(x < low[i] or x > high[i] for i, x in enumerate(f))
-            items.append((ch, rt, raw, f, outside))
+            s = None
             if rt.decides:
-                need.append((rt, f))
+                s = [(x - m) / d for x, m, d in zip(f, rt.center, rt.scale, strict=True)]
+                b = rt.bounds
+                if b is not None and b.lower(s) - FLOOR_MARGIN > rt.threshold:
+                    s = None  # its score cannot make it anomalous
+                else:
+                    need.append((rt, s))
+            items.append((ch, rt, raw, s, outside))
         if not items:
             return None
+        self.stats["windows_scored"] += len(need)
+        self.stats["windows_bounded"] += len(items) - len(need)
         scores = iter(self._scores(need) if need else ())
         out: list[Finding] | None = None
         n, k = self.debounce_n, self.debounce_k
-        for ch, rt, raw, f, outside in items:
-            score = next(scores) if rt.decides else None
+        for ch, rt, raw, s, outside in items:
+            score = next(scores) if s is not None else None
             bad = outside or (score is not None and score < rt.threshold)
             d = ch.debounce
             d.append(bad)
@@ -1240,25 +1255,21 @@ class Engine(Tracker):
             elif hits >= k and not ch.episode:
                 ch.episode = True
                 if score is None:  # for the explanation only
-                    score = self._scores([(rt, f)])[0]
+                    f = rt.features(raw)
+                    scaled = [(x - m) / d for x, m, d in zip(f, rt.center, rt.scale, strict=True)]
+                    score = self._scores([(rt, scaled)])[0]
                 out = (out or []) + [self._window_finding(ch, rt, raw, score, hits, t_end)]
         return out
 
     def _scores(self, need: list[tuple[ScorerRuntime, list[float]]]) -> list[float]:
-        """The estimator's scores of windows' features, all at once for isolation forests."""
-        scaled = [
-            [(x - m) / s for x, m, s in zip(f, rt.center, rt.scale, strict=True)] for rt, f in need
-        ]
+        """The estimator's scores of scaled windows, all at once for isolation forests."""
         if self.forest is not None:
-            rows = np.array([rt.row for rt, _f in need])
-            scores: list[float] = self.forest.score(rows, np.array(scaled)).tolist()
+            rows = np.array([rt.row for rt, _s in need])
+            scores: list[float] = self.forest.score(rows, np.array([s for _rt, s in need])).tolist()
             return scores
         from sentinel.ml.scorer import fast_score_samples
 
-        return [
-            float(fast_score_samples(rt.scorer.estimator_, np.array([s]))[0])
-            for (rt, _f), s in zip(need, scaled, strict=True)
-        ]
+        return [float(fast_score_samples(rt.scorer.estimator_, np.array([s]))[0]) for rt, s in need]
 
     def _window_finding(
         self,

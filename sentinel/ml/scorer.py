@@ -27,6 +27,7 @@ cost, which is what keeps scoring inside the pipeline's budget.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
 import numpy as np
@@ -361,25 +362,65 @@ class CompiledForest:
         return -np.power(2.0, -np.divide(depths, den, out=np.ones_like(depths), where=den != 0))
 
 
-def score_floor(forest: Any) -> float | None:
-    """A lower bound of an isolation forest's ``score_samples`` (None for other estimators):
-    the score of a row that would reach, in every tree, the leaf of lowest value (its
-    shortest path; scores fall with path length). A calibrated threshold below it can never
-    be crossed: the engine then does not evaluate the forest to decide whether a window is
-    anomalous (tested against scikit-learn)."""
-    if not isinstance(forest, IsolationForest):
-        return None
-    depth = 0.0
-    for ti, tree in enumerate(forest.estimators_):
-        leaves = np.asarray(tree.tree_.children_left) == -1
-        value = (
-            np.asarray(forest._decision_path_lengths[ti], dtype=np.float64)
-            + np.asarray(forest._average_path_length_per_tree[ti], dtype=np.float64)
-            - 1.0
-        )
-        depth += float(value[leaves].min())
-    den = len(forest.estimators_) * float(_average_path_length([forest._max_samples])[0])
-    return -(2.0 ** -(depth / den if den != 0 else 1.0))
+class ForestBounds:
+    """Lower bounds of an isolation forest's ``score_samples``, to decide most windows
+    without evaluating the forest.
+
+    Scores fall with path length, so a row scores at least as if it reached, in every tree,
+    the leaf of lowest value (path length plus average path length, as scikit-learn adds
+    them): ``floor`` bounds every row; ``lower(x)`` bounds row ``x`` once the root of every
+    tree has sent it left or right (the lowest leaf of that side). A window whose bound is
+    above the channel's threshold is not anomalous by its score, whatever the rest of the
+    trees say; calibration to a false alarm a day often leaves the threshold below ``floor``
+    itself. Tested against scikit-learn.
+    """
+
+    __slots__ = ("denominator", "floor", "roots")
+
+    def __init__(self, forest: IsolationForest) -> None:
+        n = int(forest.n_features_in_)
+        subset = forest._max_features != n  # as ``score_samples``: X[:, features] only then
+        self.roots: list[tuple[int, float, float, float]] = []
+        depth = 0.0
+        for ti, (tree, features) in enumerate(
+            zip(forest.estimators_, forest.estimators_features_, strict=True)
+        ):
+            t = tree.tree_
+            cl = t.children_left.tolist()
+            cr = t.children_right.tolist()
+            # the lowest leaf value under each node (children come after their parent)
+            low = (
+                np.asarray(forest._decision_path_lengths[ti], dtype=np.float64)
+                + np.asarray(forest._average_path_length_per_tree[ti], dtype=np.float64)
+                - 1.0
+            ).tolist()
+            for node in range(len(cl) - 1, -1, -1):
+                if cl[node] != -1:
+                    low[node] = min(low[cl[node]], low[cr[node]])
+            depth += low[0]
+            if cl[0] == -1:
+                self.roots.append((0, math.inf, low[0], low[0]))
+            else:
+                f = int(t.feature[0])
+                feature = int(features[f]) if subset else f
+                self.roots.append((feature, float(t.threshold[0]), low[cl[0]], low[cr[0]]))
+        self.denominator = len(self.roots) * float(_average_path_length([forest._max_samples])[0])
+        self.floor = self._score(depth)
+
+    def _score(self, depth: float) -> float:
+        den = self.denominator
+        return -(2.0 ** -(depth / den if den != 0 else 1.0))
+
+    def lower(self, x: list[float]) -> float:
+        """A lower bound of the score of scaled row ``x`` (compared as float32, as
+        scikit-learn: left when ``x[feature] <= threshold``)."""
+        x = array("f", x).tolist()
+        return self._score(sum(lo if x[f] <= t else hi for f, t, lo, hi in self.roots))
+
+
+def forest_bounds(estimator: Any) -> ForestBounds | None:
+    """The ``ForestBounds`` of an isolation forest; None for the other estimators."""
+    return ForestBounds(estimator) if isinstance(estimator, IsolationForest) else None
 
 
 def fast_score_samples(estimator: Any, S: np.ndarray) -> np.ndarray:

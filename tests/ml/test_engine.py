@@ -12,6 +12,7 @@ import pytest
 from sentinel.ml import rules as R
 from sentinel.ml.engine import Engine
 from sentinel.ml.model import Model
+from sentinel.ml.scorer import ForestBounds
 
 from .helpers import (
     ENG,
@@ -343,19 +344,21 @@ def test_bounded_channels(learned: tuple[Model, Poller]) -> None:
     assert e.stats["channels_untracked"] == 24
 
 
-def test_windows_decided_without_the_forest_when_its_threshold_is_unreachable() -> None:
-    """A threshold below every score the isolation forest can give (``score_floor``) cannot
-    be crossed: the engine skips the forest and decides on the envelopes alone, and scores
-    a window only to explain a finding. Same findings, same evidence, as scoring every window."""
-    from sentinel.ml.scorer import score_floor
-
+@pytest.mark.parametrize("margin", [-0.01, 0.046, None])
+def test_windows_decided_by_the_bounds_as_by_the_scores(margin: float | None) -> None:
+    """Windows are decided without the isolation forest when its threshold is below every
+    score it can give (``ForestBounds.floor``) or below the bound of the window's score
+    (``ForestBounds.lower``), and scored only to explain a finding: same findings, same
+    evidence, as scoring every window."""
     model, poller = baseline_model(seconds=2 * 3600, scorers=True)
-    for scorer in model.scorers.values():
-        scorer.threshold_ = score_floor(scorer.estimator_) - 0.01
+    if margin is not None:  # the threshold this far above the lowest score possible
+        for scorer in model.scorers.values():
+            scorer.threshold_ = ForestBounds(scorer.estimator_).floor + margin
     fast, full = engine(model), engine(model)
-    assert fast.runtimes and not any(rt.decides for rt in fast.runtimes.values())
+    assert fast.runtimes
+    assert all(rt.decides is (margin != -0.01) for rt in fast.runtimes.values())
     for rt in full.runtimes.values():
-        rt.decides = True
+        rt.decides, rt.bounds = True, None
     events = list(poller.run(START, 300))
     poller.latency *= 20  # a man in the middle: every answer twenty times slower
     events += list(poller.run(START + 300, 300))
@@ -363,6 +366,11 @@ def test_windows_decided_without_the_forest_when_its_threshold_is_unreachable() 
     assert [(f.rule_id, f.ts, f.message, f.evidence) for f in found] == [
         (f.rule_id, f.ts, f.message, f.evidence) for f in feed(full, events)
     ]
-    (window,) = by_rule(found)[str(R.WINDOW.sid)]
-    rt = next(iter(fast.runtimes.values()))
-    assert window.evidence["score"] >= round(rt.threshold, 6)  # the envelope decided
+    assert by_rule(found)[str(R.WINDOW.sid)]
+    windows = full.stats["windows_scored"]
+    assert full.stats["windows_bounded"] == 0 and windows > 50
+    if margin == 0.046:  # the windows' bounds are 0.038-0.049 above the floor: some, not all
+        assert 0 < fast.stats["windows_scored"] < windows
+    else:
+        assert fast.stats["windows_scored"] == (0 if margin == -0.01 else windows)
+    assert fast.stats["windows_scored"] + fast.stats["windows_bounded"] == windows

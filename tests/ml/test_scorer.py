@@ -14,10 +14,11 @@ from sentinel.ml.features import FEATURES
 from sentinel.ml.scorer import (
     ESTIMATORS,
     CompiledForest,
+    ForestBounds,
     WindowScorer,
     evt_threshold,
     fast_score_samples,
-    score_floor,
+    forest_bounds,
     validate_forest,
 )
 from sentinel.ml.window import N_EXC, N_REQ, N_RESP, S_LAT
@@ -119,24 +120,30 @@ def test_compiled_forest_equals_scikit_learn() -> None:
     assert np.allclose(compiled.score(rows, T), expected, rtol=0, atol=1e-12)
 
 
-def test_score_floor_is_a_lower_bound_of_scikit_learn() -> None:
+def test_forest_bounds_are_lower_bounds_of_scikit_learn() -> None:
     rng = np.random.default_rng(7)
-    for seed, samples in ((0, 256), (1, 64), (2, 16)):
+    for seed, samples, features in ((0, 256, 1.0), (1, 64, 1.0), (2, 16, 1.0), (3, 100, 0.5)):
         X = np.round(rng.normal(size=(400, 12)), 1)
         X[:, 3] = 0.0
-        forest = IsolationForest(n_estimators=50, max_samples=samples, random_state=seed).fit(X)
-        floor = score_floor(forest)
+        forest = IsolationForest(
+            n_estimators=50, max_samples=samples, max_features=features, random_state=seed
+        ).fit(X)
+        bounds = ForestBounds(forest)
         T = np.vstack(
             [
                 rng.normal(size=(500, 12)) * 3,
                 rng.normal(size=(50, 12)) * 1e3,  # far outside: the shortest paths
                 np.eye(12) * -1e6,
                 np.eye(12) * 1e6,
+                X[:50],
             ]
         )
         scores = forest.score_samples(T)
-        assert floor is not None and -1.0 <= floor <= scores.min()
-        assert floor > scores.min() - 0.1  # a bound that is not vacuous
+        lower = np.array([bounds.lower(row) for row in T.tolist()])
+        assert -1.0 <= bounds.floor <= lower.min()
+        assert np.all(lower <= scores)
+        assert bounds.floor > scores.min() - 0.1  # bounds that are not vacuous
+        assert np.mean(scores - lower) < np.mean(scores - bounds.floor)
 
 
 def test_fast_paths_of_the_other_estimators() -> None:
@@ -147,7 +154,7 @@ def test_fast_paths_of_the_other_estimators() -> None:
     ee = EllipticEnvelope(random_state=0).fit(X)
     for est in (lof, ee):
         assert np.allclose(fast_score_samples(est, T), est.score_samples(T), atol=1e-9)
-        assert score_floor(est) is None  # no bound: their windows are always scored
+        assert forest_bounds(est) is None  # no bounds: their windows are always scored
 
 
 def test_corrupted_trees_are_refused() -> None:
