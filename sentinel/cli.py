@@ -123,10 +123,6 @@ def analyze(
         CaptureFile(capture).close()
     # None unless --pseudonymize or privacy.pseudonymization.enabled; one for all captures
     pseudonymizer = run_pseudonymizer(config, extension_params.get("pseudonymize"))
-    from sentinel.privacy.runtime import run_pseudonymizer
-
-    # None unless --pseudonymize or privacy.pseudonymization.enabled; one for all captures
-    pseudonymizer = run_pseudonymizer(config, extension_params.get("pseudonymize"))
     console = Console()
     for capture, out_dir in zip(captures, _output_dirs(captures, out), strict=True):
         # Fresh detectors and sinks per capture: detectors keep state, sinks write per run.

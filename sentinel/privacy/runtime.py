@@ -10,15 +10,14 @@ pseudonyms are tagged with are the sites' ``networks`` in config order, then
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from sentinel.config import Config, load_config
-from sentinel.errors import ConfigError, Location, SentinelError
+from sentinel.decode.ot_settings import ot_settings
+from sentinel.detector_settings import detector_settings
+from sentinel.errors import SentinelError
 from sentinel.privacy.audit import AuditLog
 from sentinel.privacy.keys import KeyRing, load_ring
 from sentinel.privacy.pseudonymizer import Pseudonymizer
@@ -33,15 +32,8 @@ def clear_addresses(config: Any) -> list[str]:
     for asset in config.assets:
         out.append(asset.address)
         out.extend(asset.allowed_masters)
-    for module, getter in (
-        ("sentinel.detector_settings", "detector_settings"),
-        ("sentinel.decode.ot_settings", "ot_settings"),
-    ):
-        try:
-            settings = getattr(importlib.import_module(module), getter)(config)
-        except (ImportError, AttributeError):  # a build without that part
-            continue
-        out.extend(getattr(getattr(settings, "policy", None), "engineering_hosts", []) or [])
+    out.extend(detector_settings(config).policy.engineering_hosts)
+    out.extend(ot_settings(config).policy.engineering_hosts)
     return out
 
 
@@ -128,96 +120,19 @@ def _now(now: float | None) -> float:
 _RUN: tuple[Any, str | None, Pseudonymizer | None] | None = None
 
 
-def pipeline_supports_pseudonymization() -> bool:
-    """Whether this build's ``Pipeline`` takes ``pseudonymizer=`` (the core change)."""
-    import inspect
-
-    from sentinel.pipeline.engine import Pipeline
-
-    return "pseudonymizer" in inspect.signature(Pipeline.__init__).parameters
-
-
 def run_pseudonymizer(config: Any, key: str | None = None) -> Pseudonymizer | None:
     """The pseudonymizer of one ``sentinel analyze`` invocation (built once, shared by its
     captures): the analyze extension builds it to check the key before any capture is read,
-    and ``sentinel.cli.analyze`` passes the same object to each ``Pipeline``.
-
-    Refuses (fail closed) when pseudonymization is asked for but the pipeline cannot apply
-    it: outputs must never be written in clear by mistake."""
+    and ``sentinel.cli.analyze`` passes the same object to each ``Pipeline``."""
     global _RUN
     if _RUN is not None and _RUN[0] is config and _RUN[1] == key:
         return _RUN[2]
     p = pseudonymizer_for(config, key)
-    if p is not None and not pipeline_supports_pseudonymization():
-        raise SentinelError(
-            "pseudonymization was asked for, but this build's pipeline cannot apply it yet "
-            "(it needs Pipeline(..., pseudonymizer=...)); nothing was written"
-        )
     _RUN = (config, key, p)
     return p
 
 
 def load(path: str | os.PathLike[str] | None) -> tuple[Config, PrivacySettings]:
-    """A config and its privacy section.
-
-    Until ``Config`` has the ``privacy`` field, ``load_config`` refuses that section; then
-    the rest of the file is validated by ``load_config`` on a copy without it, and the section
-    itself here, with problems located at ``file:line:column`` like any config error.
-    """
-    if path is None:
-        return Config(), PrivacySettings()
-    try:
-        config = load_config(path)
-        return config, privacy_settings(config)
-    except ConfigError as exc:
-        only_privacy = all(p.message.startswith("privacy:") for p in exc.problems)
-        if "privacy" in Config.model_fields or not only_privacy:
-            raise
-    name = os.fspath(path)
-    with open(name, encoding="utf-8") as f:
-        text = f.read()
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    data = yaml.safe_load(text) or {}
-    section = data.pop("privacy", None) or {}
-    config = Config.model_validate(data)
-    try:
-        return config, PrivacySettings.model_validate(section)
-    except Exception as exc:  # pydantic's ValidationError, located below
-        errors = getattr(exc, "errors", None)
-        if errors is None:
-            raise
-        node = _child(root, "privacy")
-        problems = []
-        for err in errors():
-            loc = ("privacy", *err["loc"])
-            where = _position(node, tuple(err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            dotted = ".".join(str(p) for p in loc)
-            problems.append(SentinelError(f"{dotted}: {msg}", Location(name, *where)))
-        raise ConfigError(problems) from None
-
-
-def _child(node: Any, key: Any) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if k.value == key:
-                return v
-    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-        return node.value[key]
-    return None
-
-
-def _position(node: Any, loc: tuple) -> tuple[int, int]:
-    best = node
-    for part in loc:
-        nxt = _child(best, part)
-        if nxt is None:
-            if isinstance(best, yaml.MappingNode):  # an unknown key: point at the key
-                for k, _v in best.value:
-                    if k.value == part:
-                        return k.start_mark.line + 1, k.start_mark.column + 1
-            break
-        best = nxt
-    if best is None:
-        return 1, 1
-    return best.start_mark.line + 1, best.start_mark.column + 1
+    """A config (the defaults without a path) and its privacy section."""
+    config = Config() if path is None else load_config(path)
+    return config, privacy_settings(config)

@@ -22,7 +22,6 @@ from sentinel.cli import main
 from sentinel.config import Config
 from sentinel.privacy.keys import Key, load_ring
 from sentinel.privacy.leaks import find_leaks
-from sentinel.privacy.runtime import pipeline_supports_pseudonymization
 from sentinel.sinks.base import Sink
 from tests.privacy import traffic
 from tests.privacy.conftest import (
@@ -171,13 +170,8 @@ def test_analyze_refuses_rather_than_write_in_clear_without_the_core_change(
          "--pseudonymize", str(keyfile)],
         capture_output=True, text=True, env={**os.environ, "SENTINEL_STATE": str(state_dir)},
     )  # fmt: skip
-    if pipeline_supports_pseudonymization():
-        assert proc.returncode == 0, proc.stderr
-        assert_private(b"".join(p.read_bytes() for p in out.iterdir()), traffic.OUTSIDE)
-    else:
-        assert proc.returncode == 2
-        assert "pseudonymization was asked for" in proc.stderr
-        assert not out.exists()
+    assert proc.returncode == 0, proc.stderr
+    assert_private(b"".join(p.read_bytes() for p in out.iterdir()), traffic.OUTSIDE)
 
 
 def test_a_bad_key_stops_analyze_before_any_work(site_capture: Path, tmp_path: Path) -> None:
