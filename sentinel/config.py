@@ -7,18 +7,18 @@ with any problem is refused as a whole.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentinel.decode.ot_settings import OTSettings
 from sentinel.detector_settings import DetectorSettings
 from sentinel.errors import ConfigError, Location, SentinelError
 from sentinel.es.config import ElasticsearchSink
 from sentinel.lab.config import LabSection
+from sentinel.netaddr import IPAddress, IPNetwork
 from sentinel.privacy.settings import PrivacySettings
 from sentinel.respond.settings import ActionSettings, PlaybookSettings, ServiceSettings
 from sentinel.schedule.settings import Jobs, ScheduleSettings
@@ -31,30 +31,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _network(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise ValueError(f"not an IP network: {value!r}") from None
-
-
-def _address(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"not an IP address: {value!r}") from None
-
-
 class Site(_Strict):
     """A monitored site; findings about its networks are labelled with its name and sector."""
 
     name: str = Field(min_length=1)
     sector: Sector = "other"
-    networks: list[str] = []
-
-    _check_networks = field_validator("networks", mode="after")(
-        lambda cls, v: [_network(n) for n in v]
-    )
+    networks: list[IPNetwork] = []
 
 
 class RegisterRange(_Strict):
@@ -72,18 +54,13 @@ class RegisterRange(_Strict):
 class Asset(_Strict):
     """An OT device and its policy: who may talk to it, with which functions, which values."""
 
-    address: str
+    address: IPAddress
     name: str | None = None
     site: str | None = None
     role: Role = "other"
-    allowed_masters: list[str] = []
+    allowed_masters: list[IPAddress] = []
     allowed_function_codes: list[int] = []
     registers: list[RegisterRange] = []
-
-    _check_address = field_validator("address", mode="after")(lambda cls, v: _address(v))
-    _check_masters = field_validator("allowed_masters", mode="after")(
-        lambda cls, v: [_address(a) for a in v]
-    )
 
 
 class Decode(_Strict):

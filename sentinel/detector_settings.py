@@ -13,12 +13,12 @@ accepts a config object without that section (then the defaults apply).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sentinel.ml.settings import MLSettings
+from sentinel.netaddr import IPAddress
 
 
 class _Strict(BaseModel):
@@ -72,20 +72,9 @@ class PolicySettings(_Strict):
 
     # Hosts allowed to identify devices (FC 43/14, FC 17) in addition to the assets declared
     # with role ``engineering``.
-    engineering_hosts: list[str] = []
+    engineering_hosts: list[IPAddress] = []
     # Rule ids (e.g. 9000104) whose findings are dropped, for site tuning.
     disabled_rules: list[int] = []
-
-    @field_validator("engineering_hosts", mode="after")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        out = []
-        for a in value:
-            try:
-                out.append(str(ipaddress.ip_address(a)))
-            except ValueError:
-                raise ValueError(f"not an IP address: {a!r}") from None
-        return out
 
 
 class YaraSettings(_Strict):

@@ -104,3 +104,22 @@ def test_module_entry_points_list_every_command():
         assert proc.returncode == 0, proc.stderr
         for command in ("analyze", "rules", "run", "jobs", "lab", "model", "privacy"):
             assert f"  {command} " in proc.stdout, (module, command)
+
+
+def test_config_errors_point_at_the_bad_list_item(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "sites:\n"
+        "  - name: a\n"
+        "    networks: [10.0.0.0/8, bogus]\n"
+        "assets:\n"
+        "  - address: 10.0.0.1\n"
+        "    allowed_masters: [10.0.0.2, nope]\n"
+    )
+    proc = sentinel("analyze", str(SMALL), "--config", str(config), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"sentinel: config: {config}:3:28: sites.0.networks.1: not an IP network: 'bogus'",
+        f"sentinel: config: {config}:6:33: assets.0.allowed_masters.1: not an IP address: 'nope'",
+    ]
+    assert not (tmp_path / "o").exists()

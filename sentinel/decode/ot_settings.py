@@ -17,10 +17,11 @@ without an ``ot`` section) ``ot_settings(config)`` returns the defaults. Example
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sentinel.netaddr import IPAddress
 
 # Registered ports (IANA): DNP3 20000/tcp+udp (IEEE 1815 annex), IEC 60870-5-104 2404/tcp,
 # ISO-TSAP 102/tcp (S7comm over TPKT/COTP, RFC 1006), EtherNet/IP 44818/tcp+udp (explicit
@@ -72,22 +73,11 @@ class OTPolicySettings(_Strict):
     unsolicited_grace: float = Field(30.0, gt=0)
     # Hosts allowed to program, start/stop and restart controllers, besides the assets
     # declared with role engineering.
-    engineering_hosts: list[str] = []
+    engineering_hosts: list[IPAddress] = []
     # Rule ids (e.g. 9000705) whose findings are dropped, for site tuning.
     disabled_rules: list[int] = []
     # Clients/devices/pairs tracked (bounded memory on a scanned network).
     max_tracked: int = Field(16384, ge=16)
-
-    @field_validator("engineering_hosts", mode="after")
-    @classmethod
-    def _hosts(cls, value: list[str]) -> list[str]:
-        out = []
-        for a in value:
-            try:
-                out.append(str(ipaddress.ip_address(a)))
-            except ValueError:
-                raise ValueError(f"not an IP address: {a!r}") from None
-        return out
 
 
 def _protocol(name: str) -> Any:

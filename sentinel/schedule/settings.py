@@ -44,25 +44,13 @@ from pydantic import (
     model_validator,
 )
 
+from sentinel.netaddr import IPAddress, IPNetwork
+
 MAX_DISCOVER_HOSTS = 1024
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _net(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        raise ValueError(f"not an IP network: {value!r}") from None
-
-
-def _addr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"not an IP address: {value!r}") from None
 
 
 class ScheduleSettings(_Strict):
@@ -135,14 +123,12 @@ class IntegrityPoint(_Strict):
 
 
 class ModbusTarget(_Strict):
-    address: str
+    address: IPAddress
     port: int = Field(502, ge=1, le=65535)
     unit: int = Field(1, ge=0, le=255)
     name: str | None = None
     identity_registers: list[IdentityRegister] = []
     points: list[IntegrityPoint] = []
-
-    _addr = field_validator("address")(lambda cls, v: _addr(v))
 
 
 class Discover(_Strict):
@@ -154,15 +140,13 @@ class Discover(_Strict):
 
 
 class _ModbusJob(_Job):
-    scopes: list[str] = Field(min_length=1)
+    scopes: list[IPNetwork] = Field(min_length=1)
     targets: list[ModbusTarget] = []
     rate: float = Field(5.0, gt=0, le=100)  # requests per second, for the whole job
     timeout: float = Field(2.0, gt=0, le=30)  # per request
     max_latency: float = Field(1.0, gt=0, le=30)  # abort a device answering slower than this
     latency_factor: float = Field(5.0, ge=1.5)  # ... or this many times its first answers
     connect_timeout: float = Field(2.0, gt=0, le=30)
-
-    _scopes = field_validator("scopes")(lambda cls, v: [_net(n) for n in v])
 
     @model_validator(mode="after")
     def _in_scope(self) -> _ModbusJob:
