@@ -39,7 +39,13 @@ from typing import Any, ClassVar
 from sentinel.config import Config
 from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.findings import Finding
-from sentinel.pipeline.detector import NO_CHUNK, Detector, StreamGate, register
+from sentinel.pipeline.detector import (
+    NO_CHUNK,
+    Detector,
+    ModbusInterest,
+    StreamGate,
+    register,
+)
 from sentinel.rules import loader
 from sentinel.rules import modbus as mb
 from sentinel.rules.engine import Alert, RuleEngine
@@ -135,6 +141,15 @@ class RuleDetector(Detector):
             return out + self._report(alerts) if alerts else out
         alerts = self.engine.inspect_stream(chunk)
         return self._report(alerts) if alerts else None
+
+    def modbus_interest(self, uid: str, conn: ConnId, is_orig: bool) -> ModbusInterest | None:
+        """The messages the direction's rules can alert on (the modbus keyword's function
+        codes, derived events): on polling traffic, most messages never reach the engine.
+        EVE logs every transaction, so then all."""
+        if self.tracker is not None:
+            return None
+        interest = self.engine.modbus_interest(uid, conn, is_orig)
+        return None if interest is None else ModbusInterest(*interest)
 
     def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
         """Only the chunks the direction's stream rules can match (the plan's fast patterns

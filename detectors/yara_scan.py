@@ -14,11 +14,14 @@ packet time for their window to fill are scanned then, and at the end of the flo
 first. The window's first byte is not the start of a file, so stream rules should rely on
 strings, not on ``uint16(0)`` or ``filesize``.
 
-The pipeline hands the chunks over in batches (``on_stream_batch``; at most a second of packet
-time late, and always before the flow ends), which costs a fraction of a call per chunk; each
-chunk then goes through the same steps as with ``on_stream``, so windows, offsets, packets and
-findings are those of chunk-by-chunk delivery. Flows the file extractor follows get their
-chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
+The pipeline hands the chunks over in batches (``on_stream_batch``): up to 128 chunks of one
+flow direction, at most ``flush_seconds`` of packet time (and a tick) late, always before the
+flow ends. That costs a fraction of a call per chunk, and the batch is appended to the window
+and the chunk index with C-level operations; windows, offsets, packets and findings are those
+of chunk-by-chunk delivery (``on_stream``), only reported up to ``flush_seconds`` later for a
+window that fills quickly (a partial window waited that long before too). Flows the file
+extractor follows get their chunks one by one, in step with the other flows (FTP and TFTP tie
+flows together).
 
 Files: HTTP/1.x bodies, FTP data connections and TFTP transfers (``detectors/files.py``) are
 scanned whole (up to ``max_file_bytes``) when complete; a file-scoped rule can use ``pe``,
@@ -47,6 +50,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -241,15 +245,17 @@ class _Stream:
     __slots__ = (
         "base",
         "buf",
-        "chunks",
         "conn",
         "files",
+        "frames",
         "is_orig",
         "last",
         "matched",
+        "offs",
         "once",
         "scanned",
         "since",
+        "times",
         "udp",
         "uid",
     )
@@ -262,7 +268,10 @@ class _Stream:
         self.buf = bytearray()
         self.base = 0  # stream offset of buf[0]
         self.scanned = 0  # stream offset up to which bytes were scanned
-        self.chunks: list[tuple[int, float, int]] = []  # (offset, ts, frame), offset ascending
+        # The chunk index, three parallel lists: stream offset (ascending), ts and frame.
+        self.offs: list[int] = []
+        self.times: list[float] = []
+        self.frames: list[int] = []
         self.since: float | None = None  # packet time of the oldest unscanned byte
         self.matched: list[tuple[str, int]] = []  # (rule key, stream offset)
         self.once: set[str] = set()  # string-less rules already reported
@@ -276,26 +285,45 @@ class _Stream:
     def compact(self) -> None:
         """Halve the chunk index: merged neighbours keep the later packet (by then the bytes
         of both had been seen), so a finding's packet is never earlier than its match."""
-        c = self.chunks
-        merged = [(c[i][0], c[i + 1][1], c[i + 1][2]) for i in range(0, len(c) - 1, 2)]
-        if len(c) % 2:
-            merged.append(c[-1])
-        self.chunks = merged
+        odd = len(self.offs) % 2
+        self.offs = self.offs[0::2]
+        times, frames = self.times[1::2], self.frames[1::2]
+        if odd:
+            times.append(self.times[-1])
+            frames.append(self.frames[-1])
+        self.times, self.frames = times, frames
+
+    def add(self, offsets: Iterable[int], times: Sequence[float], frames: Sequence[int]) -> None:
+        """Append chunks to the index, compacting exactly as one append at a time would:
+        whenever it grows past MAX_CHUNKS."""
+        offsets = list(offsets)
+        i, n = 0, len(offsets)
+        while i < n:
+            room = MAX_CHUNKS + 1 - len(self.offs)
+            if i == 0 and room >= n:
+                self.offs += offsets
+                self.times += times
+                self.frames += frames
+            else:
+                self.offs += offsets[i : i + room]
+                self.times += times[i : i + room]
+                self.frames += frames[i : i + room]
+            i += room
+            if len(self.offs) > MAX_CHUNKS:
+                self.compact()
 
     def drop_before(self, offset: int) -> None:
         cut = offset - self.base
         if cut > 0:
             del self.buf[:cut]
             self.base = offset
-        c = self.chunks
-        i = bisect.bisect_right(c, offset, key=lambda e: e[0]) - 1
+        i = bisect.bisect_right(self.offs, offset) - 1
         if i > 0:
-            del c[:i]
+            del self.offs[:i], self.times[:i], self.frames[:i]
 
     def when(self, offset: int) -> tuple[float, int]:
-        c = self.chunks
-        i = max(0, bisect.bisect_right(c, offset, key=lambda e: e[0]) - 1)
-        return c[i][1], c[i][2]
+        i = max(0, bisect.bisect_right(self.offs, offset) - 1)
+        return self.times[i], self.frames[i]
 
 
 @register
@@ -326,6 +354,9 @@ class YaraScanner(Detector):
         self.extractor = FileExtractor(s) if s.extract_files else None
         self._streams: dict[tuple[str, bool], _Stream] = {}
         self._window = s.window_bytes
+        # Chunks may reach the scanner as late as bytes wait for their window anyway: a tail
+        # is scanned flush_seconds after it arrived either way.
+        self.batch_seconds = s.flush_seconds
         # stream matches of a flow that is ending, for its files scanned right after
         self._done: dict[tuple[str, bool], list[tuple[str, int]]] = {}
         self._modbus_ports = frozenset(config.decode.modbus_ports)
@@ -351,9 +382,10 @@ class YaraScanner(Detector):
         buf = st.buf
         offset = st.base + len(buf)
         ts = chunk.ts
-        chunks = st.chunks
-        chunks.append((offset, ts, chunk.frame))
-        if len(chunks) > MAX_CHUNKS:
+        st.offs.append(offset)
+        st.times.append(ts)
+        st.frames.append(chunk.frame)
+        if len(st.offs) > MAX_CHUNKS:
             st.compact()
         buf += data
         st.last = ts
@@ -384,39 +416,57 @@ class YaraScanner(Detector):
         st = self._streams.get(key)
         out: list[Finding] = []
         offset = batch.offset
-        window = self._window
-        ts = 0.0
-        for data, ts, frame in batch.segments:
-            if st is None or st.files:  # a new stream, or one that may carry files
-                chunk = _new_tuple(
-                    StreamData, (ts, frame, uid, batch.conn, is_orig, data, offset, batch.proto)
-                )
-                found = self.on_stream(chunk)
-                if found:
-                    out += found
-                offset += len(data)
-                st = self._streams.get(key)
-                continue
+        segments = batch.segments
+        for i, (data, ts, frame) in enumerate(segments):
+            if st is not None and not st.files:
+                self._extend(st, segments[i:] if i else segments, out)
+                break
+            # a new stream, or one that may carry files: chunk by chunk
+            chunk = _new_tuple(
+                StreamData, (ts, frame, uid, batch.conn, is_orig, data, offset, batch.proto)
+            )
+            found = self.on_stream(chunk)
+            if found:
+                out += found
             offset += len(data)
-            if not data:
-                continue
-            buf = st.buf
-            chunks = st.chunks
-            chunks.append((st.base + len(buf), ts, frame))
-            if len(chunks) > MAX_CHUNKS:
-                st.compact()
-            buf += data
+            st = self._streams.get(key)
+        return out
+
+    def _extend(self, st: _Stream, segments: list[tuple[bytes, float, int]], out: list) -> None:
+        """``on_stream``'s steps for many chunks at once (C-level loops): the chunk index and
+        buffer are extended up to each chunk that fills a window, which is scanned then."""
+        datas, times, frames = zip(*segments, strict=True)
+        sizes = list(map(len, datas))
+        if not all(sizes):  # never from the pipeline; on_stream skips empty chunks
+            segments = [seg for seg in segments if seg[0]]
+            if segments:
+                self._extend(st, segments, out)
+            return
+        ends = list(accumulate(sizes))  # ends[i]: bytes of chunks 0..i together
+        window = self._window
+        i, n = 0, len(sizes)
+        while i < n:
+            done = ends[i - 1] if i else 0
+            # the first chunk whose end reaches a full window, or past the last one
+            j = bisect.bisect_left(ends, done + window - len(st.buf), i)
+            last = min(j, n - 1)
+            start = st.base + len(st.buf)
+            if i == 0 and last == n - 1:
+                st.add(accumulate(sizes[:last], initial=start), times, frames)
+            else:
+                offsets = accumulate(sizes[i:last], initial=start)
+                st.add(offsets, times[i : last + 1], frames[i : last + 1])
+            st.buf += b"".join(datas[i : last + 1])
             if st.since is None:
-                st.since = ts
-            if len(buf) >= window:
+                st.since = times[i]
+            if j < n:  # chunk j filled a window: scan it now, as on_stream does
                 overlap = self.settings.overlap_bytes
                 while len(st.buf) >= window:
                     self._scan(st, st.base + window, out)
                     st.drop_before(st.base + window - overlap)
-                st.since = ts if st.end > st.scanned else None
-        if st is not None and ts > st.last:
-            st.last = ts
-        return out
+                st.since = times[j] if st.end > st.scanned else None
+            i = last + 1
+        st.last = times[-1]
 
     def takes_batches(self, uid: str) -> bool:
         """Batches, except for flows the file extractor follows: FTP and TFTP tie several flows

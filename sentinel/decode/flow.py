@@ -233,11 +233,11 @@ class FlowTable:
     batch instead of one per chunk. A flow's chunks are handed over one by one, at once, until
     the hook returns True (it may take this flow's chunks late; YARA says so once a flow is
     known to carry no file, whose extraction needs chunks in step with other flows); then a
-    direction's batch is handed over when it holds ``batch_segments`` chunks, every batch when
-    ``batch_bytes`` bytes were batched since they were last all handed over, on
-    ``flush_batches()`` (the pipeline's
-    once-a-second tick, so live latency stays bounded) and before the flow ends (before its
-    analyzer's ``finish`` and ``on_flow_end``).
+    direction's batch is handed over when it holds ``batch_segments`` chunks, when its first
+    chunk is ``batch_seconds`` old at ``flush_batches(now)`` (the pipeline's once-a-second
+    tick, so live latency stays bounded), every batch when ``batch_bytes`` bytes were batched
+    since they were last all handed over, and before the flow ends (before its analyzer's
+    ``finish`` and ``on_flow_end``).
     """
 
     packet_hook: Callable[[Flow, bool, float, int, Decoded], None] | None = None
@@ -247,9 +247,10 @@ class FlowTable:
     stream_router: Callable[[Flow, bool], StreamHook | None] | None = None
     batch_hook: Callable[[Flow, bool, int, list[tuple[bytes, float, int]]], bool] | None = None
     batch_segments = 128  # chunks per direction before its batch is handed over
-    # Bytes batched since all batches were last handed over, before all are handed over: a
-    # bound on what the batches hold.
-    batch_bytes = 1 << 20
+    batch_seconds = 1.0  # packet time a batch may wait (``flush_batches(now)``)
+    # Bytes batched since all batches were last handed over at once, before they all are:
+    # a bound on what the batches hold.
+    batch_bytes = 16 << 20
 
     def __init__(
         self,
@@ -549,13 +550,26 @@ class FlowTable:
         if self.batch_hook is not None:
             flow.batching = self.batch_hook(flow, is_orig, flow.batch_start[is_orig], batch)
 
-    def flush_batches(self) -> None:
-        """Hand over every pending batch (oldest flow first)."""
+    def flush_batches(self, now: float | None = None) -> None:
+        """Hand over the pending batches (oldest flow first): all of them, or with ``now``
+        those whose first chunk is at least ``batch_seconds`` old."""
         batched, self._batched = self._batched, {}
-        for flow in batched.values():
-            self._hand_over(flow, True)
-            self._hand_over(flow, False)
-        self._batched_bytes = 0
+        if now is None:
+            for flow in batched.values():
+                self._hand_over(flow, True)
+                self._hand_over(flow, False)
+            self._batched_bytes = 0
+            return
+        limit = now - self.batch_seconds
+        keep = self._batched
+        for uid, flow in batched.items():
+            for is_orig in (True, False):
+                batch = flow.batch[is_orig]
+                if batch is not None:
+                    if batch[0][1] <= limit:
+                        self._hand_over(flow, is_orig)
+                    else:
+                        keep[uid] = flow
 
     # ------------------------------------------------------------------ lifecycle
     def _create(self, ts: float, frame: int, d: Decoded) -> tuple[Flow, bool]:

@@ -61,11 +61,24 @@ class StreamGate(NamedTuple):
 NO_CHUNK = StreamGate()  # the direction's chunks cannot raise a finding
 
 
+class ModbusInterest(NamedTuple):
+    """Which decoded Modbus messages of one flow direction a detector's ``on_modbus`` needs
+    (to raise findings or to keep its state): those with these function codes (None: all),
+    and when ``exceptions`` every message whose function byte has the exception bit
+    (exception responses, requests with an invalid function code). A message that comes
+    with a protocol event (``on_anomaly`` just before it) goes to every detector."""
+
+    functions: frozenset[int] | None = None
+    exceptions: bool = True
+
+
 class Detector:
     """Base class: override ``on_*`` methods; each returns the findings it raises (or None)."""
 
     id: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # For ``on_stream_batch``: how long (packet time) chunks may wait to be handed over.
+    batch_seconds: float = 1.0
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -81,10 +94,15 @@ class Detector:
 
     def on_stream_batch(self, batch: StreamBatch) -> Iterable[Finding] | None:
         """The same chunks as ``on_stream``, several at a time: for detectors that buffer bytes
-        anyway and can take them late (by at most a second of packet time, and always before
-        the flow's ``on_flow_end``). Far cheaper per chunk; a detector that overrides it gets
-        no ``on_stream`` calls from the pipeline."""
+        anyway and can take them late (by at most ``batch_seconds`` of packet time and a
+        tick, and always before the flow's ``on_flow_end``). Far cheaper per chunk; a detector
+        that overrides it gets no ``on_stream`` calls from the pipeline."""
         raise NotImplementedError
+
+    def modbus_interest(self, uid: str, conn: ConnId, is_orig: bool) -> ModbusInterest | None:
+        """For ``on_modbus``: asked once per flow direction, at its first message; None (the
+        default) wants every message."""
+        return None
 
     def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
         """For ``on_stream``: asked once per flow direction, at its first chunk; None (the

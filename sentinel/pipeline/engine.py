@@ -34,7 +34,13 @@ from sentinel.decode.tshark import OTBridge, OTInput
 from sentinel.decode.tshark import server_ports as ot_server_ports
 from sentinel.events import Anomaly, ArpEvent, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
-from sentinel.pipeline.detector import EVENT_METHODS, REGISTRY, Detector, StreamBatch
+from sentinel.pipeline.detector import (
+    EVENT_METHODS,
+    REGISTRY,
+    Detector,
+    ModbusInterest,
+    StreamBatch,
+)
 from sentinel.pipeline.inventory import Inventory
 from sentinel.privacy import clear_for_matching
 from sentinel.sinks.base import Sink
@@ -168,6 +174,8 @@ class Pipeline:
         self.ot_input: OTInput | None = None
         self.unanswered = 0
         self._aggregator = Aggregator(self._emit_finding, immediate=live)
+        self._after_event = [False]  # a protocol event was raised: its message goes to all
+        self._modbus_tables: dict[tuple[str, bool], Any] = {}  # see _make_modbus_dispatch
         # Findings from other threads (``emit_finding``), written by the pipeline's thread.
         self._external: queue.SimpleQueue[tuple[dict[str, Any], tuple[Sink, ...]]] = (
             queue.SimpleQueue()
@@ -199,10 +207,50 @@ class Pipeline:
                 if findings:
                     raise_(findings)
 
-        return dispatch_all
+        gated = [d for d in self.detectors if "on_modbus" in d.subscriptions()]
+        if not any(_overrides_interest(d) for d in gated):
+            return dispatch_all
+        # Per flow direction (asked at its first message), the handlers by the message's
+        # function byte (its name, ``func``); tables are shared by the directions with the
+        # same interests. A message that follows a protocol event goes to every handler.
+        tables: dict[tuple, dict[str, tuple[Callable[..., Any], ...]]] = {}
+        directions = self._modbus_tables = {}
+        max_directions = 2 * self.config.decode.max_flows
+        after_event = self._after_event = [False]
+
+        def table(msg: ModbusMessage) -> dict[str, tuple[Callable[..., Any], ...]]:
+            interests = tuple(d.modbus_interest(msg.uid, msg.conn, msg.is_orig) for d in gated)
+            t = tables.get(interests)
+            if t is None:
+                pairs = list(zip(handlers, interests, strict=True))
+                t = tables[interests] = {
+                    func: tuple(h for h, i in pairs if _wants(i, raw))
+                    for raw, func in enumerate(FUNC_BY_RAW)
+                }
+            if len(directions) >= max_directions:
+                del directions[next(iter(directions))]
+            directions[(msg.uid, msg.is_orig)] = t
+            return t
+
+        def dispatch_some(msg: ModbusMessage) -> None:
+            record = modbus_record(msg)
+            for write in writers:
+                write(record)
+            if after_event[0]:
+                after_event[0] = False
+                chosen: Iterable[Callable[..., Any]] = handlers
+            else:
+                chosen = (directions.get((msg.uid, msg.is_orig)) or table(msg))[msg.func]
+            for handler in chosen:
+                findings = handler(msg)
+                if findings:
+                    raise_(findings)
+
+        return dispatch_some
 
     def anomaly(self, event: Anomaly) -> None:
         self.anomalies[event.name] += 1
+        self._after_event[0] = True  # the message it concerns goes to every detector
         for handler in self._handlers["on_anomaly"]:
             self._raise(handler(event))
 
@@ -279,6 +327,9 @@ class Pipeline:
 
     def _flow_ended(self, flow: Flow) -> None:
         record = flow.record()
+        if self._modbus_tables:
+            self._modbus_tables.pop((flow.uid, True), None)
+            self._modbus_tables.pop((flow.uid, False), None)
         analyzer = flow.analyzer
         if isinstance(analyzer, ModbusAnalyzer):
             self.unanswered += analyzer.unanswered
@@ -356,10 +407,12 @@ class Pipeline:
     ) -> bool:
         """The flow table's batch hook: whether the flow's next chunks may come in batches."""
         uid = flow.uid
-        event = StreamBatch(uid, flow.conn, is_orig, flow.proto, offset, segments)
+        event = _new_tuple(StreamBatch, (uid, flow.conn, is_orig, flow.proto, offset, segments))
         for handler in self._handlers["on_stream_batch"]:
-            self._raise(handler(event))
-        return all(takes(uid) for takes in self._batch_ok)
+            findings = handler(event)
+            if findings:
+                self._raise(findings)
+        return all([takes(uid) for takes in self._batch_ok])  # a list: cheaper than a generator
 
     def _arp_event(self, event: ArpEvent) -> None:
         for handler in self._handlers["on_arp"]:
@@ -407,6 +460,9 @@ class Pipeline:
             flows.stream_router = self._stream_route
         if self._handlers["on_stream_batch"]:
             flows.batch_hook = self._stream_batch
+            flows.batch_seconds = min(
+                d.batch_seconds for d in self.detectors if "on_stream_batch" in d.subscriptions()
+            )
         if self._handlers["on_arp"]:
             decoder.arp_hook = self._arp_event
         jsonl = JsonlSink(self.out_dir)
@@ -434,7 +490,7 @@ class Pipeline:
                 if ts >= next_tick:
                     if next_tick:
                         if flows.batch_hook is not None:
-                            flows.flush_batches()
+                            flows.flush_batches(ts)
                         self._aggregator.expire(ts)
                         for handler in tick_handlers:
                             self._raise(handler(ts))
@@ -494,6 +550,17 @@ class Pipeline:
     def _write_stats(self, stats: dict[str, Any]) -> None:
         with open(os.path.join(self.out_dir, "stats.json"), "wb") as f:
             f.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def _wants(interest: ModbusInterest | None, raw_fc: int) -> bool:
+    """Whether a detector with this interest gets messages with this raw function byte."""
+    if interest is None or interest.functions is None:
+        return True
+    return bool(raw_fc & 0x80 and interest.exceptions) or raw_fc & 0x7F in interest.functions
+
+
+def _overrides_interest(det: Detector) -> bool:
+    return type(det).modbus_interest is not Detector.modbus_interest
 
 
 def _overrides(sink: Sink, method: str) -> bool:

@@ -454,6 +454,31 @@ class RuleEngine:
                 )
         return out if len(out) < 2 else _one_per_signature(out)
 
+    def modbus_interest(
+        self, uid: str, conn: ConnId, is_orig: bool
+    ) -> tuple[frozenset[int] | None, bool] | None:
+        """Which messages of a flow direction ``inspect_modbus`` can alert on or must track:
+        ``(function codes, function bytes with the exception bit)``, None for all. Messages
+        with decoder events are always inspected (the pipeline sees to it); beyond them,
+        event rules need the messages their derived events come from."""
+        if self.needs_modbus_flows:
+            return None
+        plan = self.plans.get((uid, is_orig)) or self.plan(uid, conn, is_orig, PROTO_TCP)
+        if plan.app_generic:
+            return None
+        functions = set(plan.app_by_fc)
+        exceptions = False
+        for c in plan.app_events:
+            derived = c.event_names & mb.DERIVED_EVENTS
+            if "invalid_function_code" in derived and is_orig:
+                functions.add(0)
+                exceptions = True
+            if "invalid_exception_code" in derived and not is_orig:
+                exceptions = True
+        if plan.app_events and "value_mismatch" in self.derived:
+            functions.update(mb.ECHOED)  # write requests are kept for their responses
+        return frozenset(functions), exceptions
+
     # ------------------------------------------------------------------ stream
     def stream_gate(
         self, uid: str, conn: ConnId, is_orig: bool, proto: int
