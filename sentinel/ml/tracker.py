@@ -77,6 +77,31 @@ def command(fc: int, fields: dict[str, Any]) -> Command:
     return (fc, None, None)
 
 
+def span(cmd: Command, fields: dict[str, Any]) -> tuple[Any, Any]:
+    """The addresses a request touches, [lo, end) (None, None: no address)."""
+    address = fields.get("address")
+    if address is None:
+        return None, None
+    quantity = cmd[2]
+    return address, address + (quantity if isinstance(quantity, int) and cmd[0] != 23 else 1)
+
+
+# Functions whose ``address`` field is part of their command (``command``): their span is a
+# property of the command slot; other requests compute it from their fields every time.
+_SPAN_IN_COMMAND = frozenset(READ_FCS) | {5, 6, 15, 16, 22, 23}
+_INLINE: list[Any] = []  # a slot's span marker: compute it per request
+
+
+def new_slot(cmd: Command, fields: dict[str, Any]) -> list[Any]:
+    """A command's slot: [command, when last sent, values of its last read, when read,
+    the slot it was verified after (``Tracker.verify``), address span lo, end]."""
+    if cmd[0] in _SPAN_IN_COMMAND:
+        lo, end = span(cmd, fields)
+    else:
+        lo = end = _INLINE
+    return [cmd, None, None, 0.0, _UNSET, lo, end]
+
+
 def command_text(cmd: Command) -> str:
     """``(3, 0, 16)`` -> ``"3:0:16"`` (``-`` for None); the key used in model files."""
     return ":".join("-" if v is None else str(v) for v in cmd)
@@ -285,14 +310,13 @@ class Tracker:
         b = ch.bucket
         found = None
         if is_orig:
-            address = fields.get("address")
             if 0 < fc < 5:
-                cmd: Command = (fc, address, fields.get("quantity"))
+                cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
                 write = False
             else:
                 cmd = command(fc, fields)
                 write = fc in WRITE_FCS
-            b[N_REQ] += 1
+            b[N_REQ] += 1.0  # float constants: the interpreter's fast float add
             ch.last_req = ts
             if not ch.active and ch.windowed:
                 ch.active = True
@@ -303,30 +327,34 @@ class Tracker:
             slot = slots.get(cmd)
             if slot is None:
                 if len(slots) < MAX_COMMANDS:
-                    # [command, last sent, last values read, when, verified after slot]
-                    slot = slots[cmd] = [cmd, None, None, 0.0, _UNSET]
+                    slot = slots[cmd] = new_slot(cmd, fields)
                 else:
                     self.stats["commands_untracked"] += 1
             if write:
-                b[N_WRITE] += 1
+                b[N_WRITE] += 1.0
             else:
                 if not 0 < fc < 5:
-                    b[N_OTHER] += 1
+                    b[N_OTHER] += 1.0
                 if slot is not None:
                     last = slot[1]
                     if last is not None:
                         ia = ts - last
-                        b[N_IA] += 1
+                        b[N_IA] += 1.0
                         b[S_IA] += ia
                         b[S_IA2] += ia * ia
                         if ia > b[MAX_IA]:
                             b[MAX_IA] = ia
                     slot[1] = ts
-            if address is not None:
-                if address < b[ADDR_LO]:
-                    b[ADDR_LO] = address
-                quantity = cmd[2]
-                end = address + (quantity if isinstance(quantity, int) and fc != 23 else 1)
+            if slot is not None:  # the command's address span, computed once
+                lo = slot[5]
+                end = slot[6]
+                if lo is _INLINE:
+                    lo, end = span(cmd, fields)
+            else:
+                lo, end = span(cmd, fields)
+            if lo is not None:
+                if lo < b[ADDR_LO]:
+                    b[ADDR_LO] = lo
                 if end > b[ADDR_HI]:
                     b[ADDR_HI] = end
             if c.last_tid is not None:  # the previous request is still open
@@ -350,15 +378,15 @@ class Tracker:
             else:
                 slot = c.pending.pop(tid, None)
             cmd = slot[0] if slot is not None else None
-            b[N_RESP] += 1
+            b[N_RESP] += 1.0
             if exc is not None:
-                b[N_EXC] += 1
+                b[N_EXC] += 1.0
             if lat is not None:
-                b[N_LAT] += 1
+                b[N_LAT] += 1.0
                 b[S_LAT] += lat
                 if lat > b[MAX_LAT]:
                     b[MAX_LAT] = lat
-                if ch.lat_mask:
+                if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
                     bits = ((ch.lat_bits << 1) | (lat > ch.lat_thr)) & ch.lat_mask
                     ch.lat_bits = bits
                     if bits == 0:
@@ -373,7 +401,7 @@ class Tracker:
             if slot is not None and exc is None and 0 < fc < 5:
                 vals = fields.get("values")
                 if vals:
-                    b[N_VAL] += 1
+                    b[N_VAL] += 1.0
                     pvals = slot[2]
                     if pvals is None:
                         slot[2] = vals
@@ -381,7 +409,7 @@ class Tracker:
                         if more:
                             found = (found or []) + more
                     elif pvals != vals:
-                        b[N_CHG] += 1
+                        b[N_CHG] += 1.0
                         watch = ch.watch
                         if watch is None or cmd in watch:
                             more = self.values_changed(c, msg, cmd, vals, pvals, ts - slot[3])
