@@ -465,7 +465,7 @@ class Pipeline:
             )
         if self._handlers["on_arp"]:
             decoder.arp_hook = self._arp_event
-        jsonl = JsonlSink(self.out_dir)
+        jsonl = JsonlSink(self.out_dir, live=self.live)  # live: append, rotate daily
         self._sinks: list[Sink] = [jsonl, *self.extra_sinks]
         self.modbus = self._make_modbus_dispatch()  # type: ignore[method-assign]
         if p is not None:  # identity strings of devices outside the inventory
