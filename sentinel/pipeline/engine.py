@@ -415,6 +415,8 @@ class Pipeline:
         return all([takes(uid) for takes in self._batch_ok])  # a list: cheaper than a generator
 
     def _arp_event(self, event: ArpEvent) -> None:
+        if self.pseudonymizer is not None:  # privacy: IPs and MACs before any detector
+            event = self.pseudonymizer.arp(event)
         for handler in self._handlers["on_arp"]:
             self._raise(handler(event._replace(frame=self._frame)))
 

@@ -22,7 +22,9 @@ Community ID keep working, and each lies in space that no real host can hold:
   whose 40-bit Global ID is derived from the key (one /48 per key: a new key, a new prefix),
   the 16-bit subnet ID is the tag as above, and the interface ID 64 bits of HMAC.
 - **MAC** -> 48 bits of HMAC with the locally-administered bit set and the group bit clear
-  (an address no manufacturer assigns). No output carries MAC addresses today.
+  (an address no manufacturer assigns). MACs reach outputs only through ARP (``arp``: the
+  ``arp_spoof`` findings); every MAC is pseudonymized, the inventory's too (the config
+  declares addresses, not MACs), but for the all-zero and broadcast MACs, which name no one.
 - **Identifiers** (strings from the wire) -> ``ps:`` + 16 hex digits of HMAC (64 bits).
 
 The same input always gives the same pseudonym under one key (correlation and aggregation
@@ -63,7 +65,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sentinel.errors import SentinelError
-from sentinel.events import ModbusMessage, OTEvent
+from sentinel.events import ArpEvent, ModbusMessage, OTEvent
 from sentinel.privacy import matching
 from sentinel.privacy.keys import Key, iso
 from sentinel.privacy.settings import Pseudonymization
@@ -79,6 +81,10 @@ IPV4_SPACE = ipaddress.ip_network("240.0.0.0/4")
 MAX_IPV4_TAGS = 14  # first octets 241-254; 240 is "in no declared network"
 MAX_IPV6_TAGS = 0xFFFF
 IDENTIFIER_PREFIX = "ps:"
+# Kept in clear in ARP events: they name no host (RFC 5227 probes claim 0.0.0.0; requests
+# carry the all-zero target MAC; "" is a frame too short to have an Ethernet header).
+ARP_CLEAR_IPS = frozenset({"0.0.0.0"})
+CLEAR_MACS = frozenset({"", "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"})
 ID_CACHE = 4096
 TICK_SECONDS = 1.0  # ``tick`` does its work at most this often (wall time)
 RELOAD_SECONDS = 60.0  # and reads the ring directory for keys added by others this often
@@ -118,6 +124,7 @@ class Pseudonymizer:
         self._reverse: dict[str, str] = {}
         self._previous: tuple[str, dict[str, str]] | None = None
         self._ids: dict[str, str] = {}
+        self._macs: dict[str, str] = {}
         self._collided: set[str] = set()
         self.epochs: list[dict[str, Any]] = []
         self._set_key(key)
@@ -190,6 +197,7 @@ class Pseudonymizer:
         self._reverse = {}
         self._cache = OrderedDict()
         self._ids = {}
+        self._macs = {}
         self._set_key(key)
         self.epochs[-1]["from"] = iso(ts)
         self.counters["key_switches"] += 1
@@ -376,6 +384,32 @@ class Pseudonymizer:
             self.table.add(self.key, "mac", out, ":".join(f"{b:02x}" for b in raw))
         return out
 
+    def link_address(self, text: str) -> str:
+        """``mac`` cached (one HMAC per MAC and key), with the MACs that name no one in
+        clear (``CLEAR_MACS``)."""
+        out = self._macs.get(text)
+        if out is None:
+            out = text if text.lower() in CLEAR_MACS else self.mac(text)
+            if len(self._macs) >= ID_CACHE:
+                self._macs.clear()
+            self._macs[text] = out
+            self.counters["macs_pseudonymized"] += out != text
+        return out
+
+    def arp(self, ev: ArpEvent) -> ArpEvent:
+        """An ARP event with its IPv4 addresses mapped like the flow table's (``address``)
+        and its MACs pseudonymized (``link_address``), before any detector sees it: the
+        mapping is deterministic under one key, so the IP -> MAC bindings that
+        ``arp_spoof`` compares are unchanged and detections are the same."""
+        ip, mac = self.address, self.link_address
+        return ev._replace(
+            sender_mac=mac(ev.sender_mac),
+            sender_ip=ev.sender_ip if ev.sender_ip in ARP_CLEAR_IPS else ip(ev.sender_ip),
+            target_mac=mac(ev.target_mac),
+            target_ip=ev.target_ip if ev.target_ip in ARP_CLEAR_IPS else ip(ev.target_ip),
+            eth_src=mac(ev.eth_src),
+        )
+
     # ------------------------------------------------------------------ identifiers
     def identifier(self, text: str) -> str:
         """The pseudonym of a string from the wire (device serial, user name...)."""
@@ -497,6 +531,7 @@ class Pseudonymizer:
             "addresses_in_clear": self.counters["addresses_in_clear"],
             "identifiers_pseudonymized": self.counters["identifiers_pseudonymized"],
             "identifiers_dropped": self.counters["identifiers_dropped"],
+            "macs_pseudonymized": self.counters["macs_pseudonymized"],
             "collisions": self.counters["collisions"],
             "cache_evictions": self.counters["cache_evictions"],
             "key_switches": self.counters["key_switches"],

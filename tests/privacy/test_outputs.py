@@ -58,6 +58,9 @@ class Recorder(Sink):
 def assert_private(data: bytes, outside: tuple[str, ...], key: Key | None = None) -> None:
     for address in outside:
         assert not address_pattern(address).search(data), f"{address} in clear"
+    for mac in traffic.MACS:
+        for form in (mac, mac.upper(), mac.replace(":", "-"), mac.replace(":", "")):
+            assert form.encode() not in data, f"MAC {mac} in clear"
     for secret in traffic.SECRETS:
         assert secret.encode() not in data, f"{secret!r} in clear"
     for form in key_forms(key) if key else []:
@@ -75,11 +78,13 @@ def test_site_outputs_carry_no_clear_address_identifier_or_payload(
     for address in traffic.OUTSIDE:  # the check below is not vacuous: they are there
         assert address_pattern(address).search(clear.all_bytes()), address
     assert traffic.USER_APP.encode() in clear.all_bytes()
+    assert all(mac.encode() in clear.all_bytes() for mac in traffic.MACS[2:])  # ARP findings
 
     recorder = Recorder()
     p = pseudonymizer(site_config, key)
     private = run(site_capture, tmp_path / "private", site_config, p, [recorder])
     assert private.stats["privacy"]["addresses_pseudonymized"] == len(traffic.OUTSIDE)
+    assert private.stats["privacy"]["macs_pseudonymized"] == len(traffic.MACS)
     assert private.stats["findings"] == clear.stats["findings"] > 0
     assert_private(private.all_bytes(), traffic.OUTSIDE, key)
     assert_private(b"\n".join(recorder.docs), traffic.OUTSIDE, key)
@@ -205,3 +210,37 @@ def test_privacy_check_command(
     listed = {line.rsplit(": ", 1)[1].removesuffix(" in clear") for line in bad.stdout.splitlines()}
     assert listed == set(traffic.OUTSIDE)
     assert good.returncode == 0 and "no address in clear" in good.stdout
+
+
+def test_arp_spoofing_is_detected_alike_with_pseudonyms_in_place_of_ips_and_macs(
+    site_capture: Path, site_config: Config, key: Key, tmp_path: Path
+) -> None:
+    """The ARP scenario of the site capture: the same ``arp_spoof`` findings with and without
+    pseudonymization, field by field once pseudonyms are mapped back; no clear IP or MAC."""
+    clear = run(site_capture, tmp_path / "clear", site_config)
+    p = pseudonymizer(site_config, key)
+    private = run(site_capture, tmp_path / "private", site_config, p)
+
+    def arp(r: Any) -> list[dict[str, Any]]:
+        return [f for f in r.records("findings") if f["rule"]["id"] == "9000501"]
+
+    before, after = arp(clear), arp(private)
+    claimed = sorted(f["sentinel"]["evidence"]["claimed_ip"] for f in before)
+    assert claimed == sorted([traffic.GUEST_SERVER, traffic.PLC])
+    assert len(after) == len(before)
+    macs = {p.link_address(m): m for m in traffic.MACS}
+    assert len(macs) == len(traffic.MACS)
+    for f in after:
+        ev = f["sentinel"]["evidence"]
+        assert ev["claimed_mac"] == p.link_address(traffic.GUEST_MAC)
+        assert ev["target_ip"] == traffic.HMI  # declared: in clear
+        clear_ip = p.clear_address(ev["claimed_ip"]) or ev["claimed_ip"]
+        match = next(b for b in before if b["sentinel"]["evidence"]["claimed_ip"] == clear_ip)
+        unmapped = {
+            k: macs.get(v, p.clear_address(v) or v) if isinstance(v, str) else v
+            for k, v in ev.items()
+        }
+        assert unmapped == match["sentinel"]["evidence"]
+    guest_server = next(f for f in after if f["sentinel"]["evidence"]["claimed_ip"] != traffic.PLC)
+    assert p.is_pseudonym(guest_server["sentinel"]["evidence"]["claimed_ip"])
+    assert_private(b"\n".join(orjson.dumps(f) for f in after), traffic.OUTSIDE, key)

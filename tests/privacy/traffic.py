@@ -10,7 +10,12 @@ the IPv6 network 2001:db8:10::/64. What is outside the inventory (``OUTSIDE``):
   user application name and a private object (a serial number), and Report Server ID
   (FC 17) with a device serial;
 - an IPv6 client 2001:db8:10::77 reading the IPv6 PLC;
-- an outside host 203.0.113.50 probing the PLC's ports (reconnaissance).
+- an outside host 203.0.113.50 probing the PLC's ports (reconnaissance);
+- ARP: the PLC, the HMI, the guest laptop and the guest server announce their MACs, then the
+  guest laptop's MAC claims the guest server's address and the PLC's (ARP spoofing, two
+  ``arp_spoof`` findings with IPs outside the inventory and MACs in them).
+
+``MACS`` are the MAC addresses on the wire (ARP); no output may carry them in clear.
 
 ``SECRETS`` are strings from the wire that no output may carry in clear.
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 import yaml
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 from scapy.utils import wrpcap
 
@@ -36,6 +41,13 @@ GUEST, ROGUE, GUEST_SERVER, CLIENT6, OUTSIDER = (
     "203.0.113.50",
 )
 INVENTORY = (PLC, HMI, PLC6)
+PLC_MAC, HMI_MAC, GUEST_MAC, SERVER_MAC = (
+    "00:1d:9c:10:00:20",
+    "00:1d:9c:10:00:10",
+    "a4:5e:60:03:07:07",
+    "3c:22:fb:00:01:01",
+)
+MACS = (PLC_MAC, HMI_MAC, GUEST_MAC, SERVER_MAC)
 OUTSIDE = (GUEST, ROGUE, GUEST_SERVER, CLIENT6, OUTSIDER)
 USER_APP = "Ward 7 bed 3 - patient Jane Doe"
 PRIVATE_OBJECT = "SN-PRIVATE-4711"
@@ -188,8 +200,34 @@ def build(path: Path, t0: float = 1_750_000_000.0) -> Path:
         t += 0.01
         packets += [syn, rst]
 
+    packets += _arp(t + 1)
     wrpcap(str(path), sorted(packets, key=lambda p: float(p.time)))
     return path
+
+
+def _arp(t: float) -> list[Packet]:
+    """Gratuitous replies binding each host to its MAC, a request, then the guest laptop's
+    MAC claiming the guest server's address and the PLC's (told to the HMI)."""
+    out: list[Packet] = []
+
+    def reply(mac: str, ip: str, to_mac: str, to_ip: str) -> None:
+        nonlocal t
+        p = Ether(src=mac, dst=to_mac) / ARP(op=2, hwsrc=mac, psrc=ip, hwdst=to_mac, pdst=to_ip)
+        p.time = t
+        t += 0.01
+        out.append(p)
+
+    for mac, ip in ((PLC_MAC, PLC), (HMI_MAC, HMI), (GUEST_MAC, GUEST), (SERVER_MAC, GUEST_SERVER)):
+        reply(mac, ip, "ff:ff:ff:ff:ff:ff", ip)
+    request = Ether(src=HMI_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=HMI_MAC, psrc=HMI, hwdst="00:00:00:00:00:00", pdst=GUEST_SERVER
+    )
+    request.time = t
+    t += 0.01
+    out.append(request)
+    reply(GUEST_MAC, GUEST_SERVER, HMI_MAC, HMI)  # spoofing: the laptop claims the server
+    reply(GUEST_MAC, PLC, HMI_MAC, HMI)  # and the PLC
+    return out
 
 
 def write_config(path: Path, privacy: dict | None = None) -> Path:
