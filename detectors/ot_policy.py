@@ -24,7 +24,7 @@ id       finding (on requests unless said otherwise)           needs    techniqu
 9000710  unsolicited reporting disabled and not re-enabled     -        T0804 Block Reporting
 9000711  device communication disabled (BACnet DCC)           -        T0814 Denial of Service
 9000712  clock set by a client not allowed                    either   T0855 Unauth. Command
-9000713  authentication failure (on the response)             -        T0859 Valid Accounts
+9000713  authentication failure (response, or error message)  -        T0859 Valid Accounts
 9000714  I/O forced (S7 force)                                -        T0835 Manipulate I/O
 =======  ====================================================  =======  =======================
 
@@ -194,6 +194,10 @@ class OTPolicy(Detector):
             self._expire_unsolicited(ev.ts, out)
         if ev.direction == "request":
             self._request(ev, out)
+        if ev.status == "authentication_error":
+            # DNP3 g120v7 and IEC 60870-5-7 S_ER_NA_1 travel either way (cause 14-16 reads
+            # as a request): the device is the connection's responder.
+            self._emit(AUTH_FAILURE, ev, out, server_sent=not ev.is_orig)
         elif (
             ev.direction == "response"
             and ev.status not in (None, "ok")

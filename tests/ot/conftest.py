@@ -60,6 +60,13 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "dnp3_unsol_off": craft.dnp3_unsolicited(d / "dnp3_unsol_off.pcap", None),
         "dnp3_unsol_restarted": craft.dnp3_unsolicited(d / "dnp3_unsol_on.pcap", 2.0),
         "mixed": craft.mixed_modbus_dnp3(d / "mixed.pcap"),
+        "dnp3_auth_fail": craft.dnp3_secure_authentication(d / "dnp3_auth_fail.pcap", True),
+        "dnp3_auth_ok": craft.dnp3_secure_authentication(d / "dnp3_auth_ok.pcap", False),
+        "dnp3_clock": craft.dnp3_clock_writes(d / "dnp3_clock.pcap"),
+        "iec104_auth_fail": craft.iec104_authentication(d / "iec104_auth_fail.pcap", True),
+        "iec104_auth_ok": craft.iec104_authentication(d / "iec104_auth_ok.pcap", False),
+        "s7_force": craft.s7_force(d / "s7_force.pcap"),
+        "cip_firmware": craft.cip_firmware(d / "cip_firmware.pcap"),
     }
 
 

@@ -414,3 +414,111 @@ def dnp3_keyword_session(path: Path) -> Path:
     dnp3_request(c, bytes.fromhex("c7013c0106"), bytes.fromhex("c7810008"))  # READ class 0
     c.close()
     return write(path, c.packets)
+
+
+def _g120(variation: int, body: bytes) -> bytes:
+    """One SAv5 object (group 120, IEEE 1815-2012 A.45): qualifier 0x5B, one object prefixed
+    by its 2-octet size."""
+    return bytes([120, variation, 0x5B, 1]) + struct.pack("<H", len(body)) + body
+
+
+def dnp3_secure_authentication(path: Path, fail: bool, iin: int = 0x0200) -> Path:
+    """See ``dnp3_secure_authentication_session``."""
+    c = dnp3_conversation(44030)
+    dnp3_secure_authentication_session(c, fail, iin)
+    c.close()
+    return write(path, c.packets)
+
+
+def dnp3_secure_authentication_session(c: Conversation, fail: bool, iin: int = 0x0200) -> None:
+    """SAv5 challenge of a critical request (IEEE 1815-2012 7.5): the master sends a
+    DIRECT_OPERATE, the outstation answers with an Authentication Response (0x83, IIN ``iin``)
+    carrying a challenge (g120v1), the master replies (AUTHENTICATE_REQ, g120v2); the
+    outstation then either executes (RESPONSE) or reports an authentication error (0x83 with
+    g120v7, error code 1: authentication failed)."""
+    csq, user = struct.pack("<I", 7), struct.pack("<H", 1)
+    crob = bytes.fromhex("0c01280100000003016400000064000000" + "00")  # g12v1 LATCH_ON
+    iin_bytes = struct.pack(">H", iin)
+    # challenge: CSQ, user, MAC algorithm 4 (HMAC-SHA-256/16), reason 1 (critical), 4 octets
+    challenge = _g120(1, csq + user + b"\x04\x01" + b"\xa1\xb2\xc3\xd4")
+    dnp3_request(c, b"\xc0\x05" + crob, b"\xc0\x83" + iin_bytes + challenge)
+    reply = _g120(2, csq + user + bytes(range(16)))  # challenge reply: MAC value
+    if fail:
+        # error: CSQ, user, association id, error code 1, time of error (48-bit ms)
+        error = _g120(
+            7, csq + user + b"\x01\x00" + b"\x01" + (1_700_000_000_000).to_bytes(6, "little")
+        )
+        dnp3_request(c, b"\xc1\x20" + reply, b"\xc1\x83" + iin_bytes + error)
+    else:
+        dnp3_request(c, b"\xc1\x20" + reply, b"\xc0\x81" + iin_bytes + crob)
+
+
+def dnp3_clock_writes(path: Path) -> Path:
+    """The outstation's usual master polls it; 15 minutes later (after the default learning
+    window) that master sets the outstation's clock (WRITE g50v1), and so does a host never
+    seen before (192.0.2.99)."""
+    clock = b"\x02\x32\x01\x07\x01" + (1_700_000_900_000).to_bytes(6, "little")
+    usual = dnp3_conversation(44040)
+    dnp3_request(usual, bytes.fromhex("c0013c0106"), bytes.fromhex("c0810000"))
+    usual.close()
+    later = Conversation("192.0.2.70", "192.0.2.80", 44041, 20000, t0=T0 + 900)
+    dnp3_request(later, b"\xc1" + clock, bytes.fromhex("c1810000"))
+    later.close()
+    rogue = Conversation("192.0.2.99", "192.0.2.80", 44042, 20000, t0=T0 + 960)
+    dnp3_request(rogue, b"\xc2" + clock, bytes.fromhex("c2810000"))
+    rogue.close()
+    return write(path, usual.packets, later.packets, rogue.packets)
+
+
+def iec104_authentication(path: Path, fail: bool) -> Path:
+    """IEC 60870-5-7 challenge of a critical command: the controlling station selects a
+    single command, the RTU challenges it (S_CH_NA_1, cause 14 "authentication"), the station
+    replies (S_RP_NA_1); the RTU then confirms the command or, when ``fail``, sends an
+    authentication error (S_ER_NA_1, cause 14, error code 1: authentication failed)."""
+    m, o = _Station(), _Station()
+    c = Conversation("192.0.2.50", "192.0.2.60", 43010, 2404, t0=T0)
+    c.exchange(_u_frame(0x04), _u_frame(0x08))
+    csq, user = struct.pack("<I", 7), struct.pack("<H", 1)
+    challenge = csq + user + b"\x04\x01" + struct.pack("<H", 4) + b"\xa1\xb2\xc3\xd4"
+    c.exchange(m.i_frame(_asdu(45, 6, 1001, b"\x81")), o.i_frame(_asdu(81, 14, 0, challenge)))
+    reply = csq + user + struct.pack("<H", 16) + bytes(range(16))
+    if fail:
+        cp56 = struct.pack("<H", 30000) + bytes([15, 10, 3, 4, 24])
+        error = csq + user + b"\x01\x00" + b"\x01" + cp56 + struct.pack("<H", 0)
+        answer = o.i_frame(_asdu(87, 14, 0, error))
+    else:
+        answer = o.i_frame(_asdu(45, 7, 1001, b"\x81"))
+    c.exchange(m.i_frame(_asdu(82, 14, 0, reply)), answer)
+    c.close()
+    return write(path, c.packets)
+
+
+def s7_force(path: Path) -> Path:
+    """An S7 programmer command Force (userdata group 1, sub-function 9) and its answer."""
+    c = Conversation("192.0.2.10", "192.0.2.20", 41002, 102, t0=T0)
+    c.exchange(s7_job(1, SETUP), s7_ack(1, bytes.fromhex("f0000001000100f0")))
+    c.exchange(
+        s7_userdata(2, bytes.fromhex("0001120411410900"), bytes.fromhex("ff090000")),
+        s7_userdata(2, bytes.fromhex("000112081281090000000000"), bytes.fromhex("0a000000")),
+    )
+    c.close()
+    return write(path, c.packets)
+
+
+def cip_firmware(path: Path) -> Path:
+    """A firmware update: the object-specific service 0x4B on the Non-Volatile Storage object
+    (class 0xA1, instance 1) after RegisterSession, and an identity read."""
+    c = Conversation("192.0.2.30", "192.0.2.40", 42001, 44818, t0=T0)
+    reg = struct.pack("<HH", 1, 0)
+    c.exchange(_encap(0x65, reg, session=0), _encap(0x65, reg))
+    identity = b"\x20\x01\x24\x01"
+    c.exchange(
+        _rr(_req(0x0E, identity + b"\x30\x07"), b"get00001"),
+        _rr(_rsp(0x0E, 0, b"\x04ACME"), b"get00001"),
+    )
+    c.exchange(
+        _rr(_req(0x4B, b"\x20\xa1\x24\x01", b"\x01\x00\x00\x00"), b"nvs00001"),
+        _rr(_rsp(0x4B), b"nvs00001"),
+    )
+    c.close()
+    return write(path, c.packets)

@@ -165,3 +165,83 @@ def test_disabled_rules(ot_run) -> None:
     config = ot_config(policy={"disabled_rules": [9000703, 9000710]})
     got = rules(ot_run(ZEEK_DNP3 / "pcaps" / "dnp3.pcap", "disabled", config))
     assert "9000703" not in got and "9000710" not in got and "9000701" in got
+
+
+ENGINEERING = [
+    {"address": "192.0.2.10", "role": "engineering"},
+    {"address": "192.0.2.30", "role": "engineering"},
+]
+
+
+def test_cip_firmware_update(ot_run, crafted) -> None:
+    a = ot_run(crafted["cip_firmware"])
+    assert ot_findings(a) == [("9000706", "unknown-75")]  # service 0x4B on class 0xA1
+    [f] = a.findings
+    assert f["threat"]["technique"]["id"] == ["T0857"]
+    assert f["sentinel"]["evidence"]["enip"]["class"] == 0xA1
+    assert f["source"]["ip"] == "192.0.2.30"
+    engineering = ot_config(assets=ENGINEERING)
+    assert ot_findings(ot_run(crafted["cip_firmware"], "engineering", engineering)) == []
+
+
+def test_s7_force(ot_run, crafted) -> None:
+    a = ot_run(crafted["s7_force"])
+    assert ot_findings(a) == [("9000714", "Programmer commands / Force")]
+    assert a.findings[0]["threat"]["technique"]["id"] == ["T0835"]
+    engineering = ot_config(assets=ENGINEERING)
+    assert ot_findings(ot_run(crafted["s7_force"], "engineering", engineering)) == []
+
+
+def test_iec104_authentication_error(ot_run, crafted) -> None:
+    """S_ER_NA_1 travels with cause 14 (authentication), which reads as a request."""
+    a = ot_run(crafted["iec104_auth_fail"])
+    assert ot_findings(a) == [("9000713", "S_ER_NA_1")]
+    [f] = a.findings
+    assert (f["source"]["ip"], f["destination"]["ip"]) == ("192.0.2.50", "192.0.2.60")
+    assert f["sentinel"]["evidence"]["iec104"]["asdu"]["cot"] == 14
+    # Challenge and reply without an error: authentication traffic, no finding.
+    assert ot_findings(ot_run(crafted["iec104_auth_ok"])) == []
+
+
+def test_dnp3_authentication_error(ot_run, crafted) -> None:
+    a = ot_run(crafted["dnp3_auth_fail"])
+    assert ot_findings(a) == [("9000713", "AUTHENTICATE_RESPONSE")]
+    [f] = a.findings
+    assert f["sentinel"]["evidence"]["status"] == "authentication_error"
+    assert (f["source"]["ip"], f["destination"]["ip"]) == ("192.0.2.70", "192.0.2.80")
+    assert ot_findings(ot_run(crafted["dnp3_auth_ok"])) == []
+
+
+def test_dnp3_clock_set_by_a_new_host(ot_run, crafted) -> None:
+    """The usual master's clock write after learning is allowed; the new host's is not."""
+    a = ot_run(crafted["dnp3_clock"])
+    assert ot_findings(a) == [("9000712", "WRITE")]
+    assert a.findings[0]["source"]["ip"] == "192.0.2.99"
+    allowed = ot_config(assets=[{"address": "192.0.2.80", "allowed_masters": ["192.0.2.99"]}])
+    a = ot_run(crafted["dnp3_clock"], "allowed", allowed)
+    assert ot_findings(a) == [("9000712", "WRITE")]
+    assert a.findings[0]["source"]["ip"] == "192.0.2.70"  # declared masters replace learning
+    both = ot_config(
+        assets=[{"address": "192.0.2.80", "allowed_masters": ["192.0.2.70", "192.0.2.99"]}]
+    )
+    assert ot_findings(ot_run(crafted["dnp3_clock"], "both-allowed", both)) == []
+
+
+def test_dnp3_authentication_response_iin_and_objects(ot_run, crafted) -> None:
+    """Wireshark 4.0 shows neither the IIN nor the objects of an Authentication Response:
+    both come from the fragment's bytes, and a valid one raises no protocol event."""
+    from tests.ot.conftest import records
+
+    for name, last in (("dnp3_auth_ok", (0x81, 12, 1)), ("dnp3_auth_fail", (0x83, 120, 7))):
+        a = ot_run(crafted[name])
+        responses = [r for r in records(a, "ot") if r["direction"] == "response"]
+        assert [r["code"] for r in responses] == [0x83, last[0]]
+        for r in responses:
+            assert r["dnp3"]["iin"] == 0x0200 and r["flags"] == ["class_1_events"]
+            assert "events" not in r["dnp3"]
+        challenge = responses[0]["dnp3"]["objects"]
+        assert [(o["group"], o["variation"], o["qualifier"]) for o in challenge] == [(120, 1, 0x5B)]
+        assert responses[0]["status"] == "ok"
+        (obj,) = responses[1]["dnp3"]["objects"]
+        assert (obj["group"], obj["variation"]) == last[1:]
+        assert [r["iin"] for r in records(a, "dnp3")] == [0x0200, 0x0200]

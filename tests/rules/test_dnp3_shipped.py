@@ -45,6 +45,16 @@ def response_without_iin(c: Conversation) -> None:
     craft.dnp3_request(c, READ_CLASS1, bytes.fromhex("c081"))
 
 
+def secure_authentication(c: Conversation) -> None:
+    """SAv5 challenge and reply (Wireshark 4.0 shows no IIN for the 0x83)."""
+    craft.dnp3_secure_authentication_session(c, fail=False)
+    craft.dnp3_secure_authentication_session(c, fail=True)
+
+
+def authentication_response_without_iin(c: Conversation) -> None:
+    craft.dnp3_request(c, READ_CLASS1, bytes.fromhex("c083"))
+
+
 def bad_data_crc_then_retry(c: Conversation) -> None:
     c.send(True, craft.dnp3_bad_data_crc(craft.dnp3_frame(READ_CLASS1, 1, 10, True)))
     craft.dnp3_request(c, READ_CLASS1, bytes.fromhex("c0810000"))
@@ -96,6 +106,8 @@ def complete_object_header(c: Conversation) -> None:
 CASES: list[tuple[str, Callable[[Conversation], None], dict[str, int]]] = [
     ("2270001", response_without_iin, {"2270001": 1}),
     ("2270001", normal_session, {}),
+    ("2270001", authentication_response_without_iin, {"2270001": 1}),
+    ("2270001", secure_authentication, {}),
     ("2270003", bad_data_crc_then_retry, {"2270003": 1}),
     ("2270003", normal_session, {}),
     ("2270004", unknown_object, {"2270004": 1}),

@@ -12,6 +12,10 @@ Every event's ``detail["dnp3"]`` carries what Suricata's DNP3 keywords evaluate:
 - ``objects`` lists every object header: ``group``, ``variation``, ``qualifier``,
   ``prefix_code``, ``range_code`` and ``start``/``stop`` (range codes 0-5) or ``count``
   (7, 8, 9, 0xB) (``dnp3_obj``);
+- Wireshark 4.0 dissects neither the IIN of an Authentication Response (0x83) nor the
+  objects of Secure Authentication messages (0x20, 0x21, 0x83): Sentinel reads that IIN
+  (``data[2:4]``) and the group 120 object headers from the fragment's bytes, so that a
+  g120v7 (authentication error) gives the status ``authentication_error``;
 - ``OTEvent.data`` is the application fragment (``dnp3_data``): the application control,
   function code, IIN and objects, without link headers, transport bytes or CRCs. It is
   rebuilt from the dissector's de-CRC'd data chunks (``dnp.data_chunk``) of each link frame
@@ -24,7 +28,8 @@ Protocol events (Suricata's DNP3 app-layer events, spec section 4) are listed by
 ``detail["dnp3"]["events"]`` of the message they concern:
 
 - ``len_too_small``: a request fragment shorter than its 2-byte header, a response shorter
-  than its 4-byte header (with IIN) or without IIN in the dissection;
+  than its 4-byte header (with IIN), or, when the fragment's bytes are unknown, a response
+  without IIN in the dissection (except an Authentication Response);
 - ``unknown_object``: an object header Wireshark's object table does not know (its expert
   item ``dnp3.unknown_object``);
 - ``too_many_objects`` / ``too_many_points``: more than 2048 object headers / 16384 points
@@ -230,6 +235,10 @@ IIN_GROUP = 80
 ANALOG_OUTPUT_GROUPS = frozenset({41, 43})  # analog output commands and their events
 AUTH_GROUP = 120
 AUTH_ERROR_VARIATION = 7  # g120v7: authentication error (SAv5, IEEE 1815-2012 7.5.2.3)
+AUTH_FUNCTIONS = frozenset({0x20, 0x21, AUTH_RESPONSE})
+# Fixed object sizes of the SAv5 objects sent with qualifier 0x07 (count only, no size
+# prefix): g120v3 aggressive mode request, g120v4 session key status request (A.45.3, A.45.4).
+AUTH_FIXED_SIZES = {3: 6, 4: 2}
 MAX_FRAGMENT = 63 * 255  # like Suricata's too_long_reassembly
 MAX_OBJECTS = 2048  # Suricata's dnp3 max-objects (too_many_objects)
 MAX_POINTS = 16384  # Suricata's dnp3 max-points (too_many_points)
@@ -405,6 +414,8 @@ class Normaliser:
                 "seq": to_int(get(tr, "dnp3.tr.seq")),
             }
         headers, points, extra = self._objects(app, fc >= 0x80)
+        if not headers and fc in AUTH_FUNCTIONS and data is not None:
+            headers = _auth_headers(data, 4 if fc >= 0x80 else 2)
         detail["objects"] = headers
         detail["points"] = extra.pop("points_total")
         detail.update(extra)
@@ -412,17 +423,20 @@ class Normaliser:
         flags: list[str] = []
         status = None
         if is_response:
-            iin = to_int(get(app, "dnp3.al.iin"), 0) or 0
+            iin = to_int(get(app, "dnp3.al.iin"))
+            if iin is None and data is not None and len(data) >= 4:
+                iin = int.from_bytes(data[2:4], "big")  # not shown by Wireshark for 0x83
+            iin = iin or 0
             detail["iin"] = iin
             flags = bits(IIN_FLAGS, iin)
             status = next((f for f in IIN_ERRORS if f in flags), "ok")
             cstatus = extra.get("control_status")
             if status == "ok" and cstatus:
                 status = CONTROL_STATUS.get(cstatus, f"control_status-{cstatus}")
-            if fc == AUTH_RESPONSE and any(
-                h["group"] == AUTH_GROUP and h["variation"] == AUTH_ERROR_VARIATION for h in headers
-            ):
-                status = "authentication_error"
+        if fc in AUTH_FUNCTIONS and any(
+            h["group"] == AUTH_GROUP and h["variation"] == AUTH_ERROR_VARIATION for h in headers
+        ):
+            status = "authentication_error"  # either station may report one (0x21, 0x83)
         master, outstation = (
             (link["dst"], link["src"]) if is_response else (link["src"], link["dst"])
         )
@@ -531,7 +545,10 @@ def _events(ev: OTEvent, app: dict[str, Any], data: bytes | None, overflow: bool
     d = ev.detail["dnp3"]
     out: list[str] = []
     if ev.code is not None and ev.code >= 0x80:
-        short = get(app, "dnp3.al.iin") is None or (data is not None and len(data) < 4)
+        if data is not None:
+            short = len(data) < 4
+        else:  # no bytes: the dissection decides (it shows no IIN of an 0x83, see above)
+            short = get(app, "dnp3.al.iin") is None and ev.code != AUTH_RESPONSE
     else:
         short = data is not None and len(data) < 2
     if short:
@@ -545,6 +562,39 @@ def _events(ev: OTEvent, app: dict[str, Any], data: bytes | None, overflow: bool
     if overflow:
         out.append("too_long_reassembly")
     return out
+
+
+def _auth_headers(data: bytes, offset: int) -> list[dict[str, Any]]:
+    """Object headers of a Secure Authentication message (functions 0x20, 0x21, 0x83), read
+    from the application bytes because Wireshark 4.0 does not dissect them. SAv5 objects
+    (group 120, IEEE 1815-2012 A.45) use qualifier 0x5B (1-octet count, each object prefixed
+    by its 2-octet size) or 0x07 (1-octet count, fixed size); the walk stops at anything else.
+    """
+    headers: list[dict[str, Any]] = []
+    at = offset
+    while at + 4 <= len(data) and len(headers) < MAX_OBJECTS:
+        group, variation, qualifier, count = data[at], data[at + 1], data[at + 2], data[at + 3]
+        header: dict[str, Any] = {
+            "group": group,
+            "variation": variation,
+            "qualifier": qualifier,
+            "prefix_code": qualifier >> 4,
+            "range_code": qualifier & 0x0F,
+            "count": count,
+        }
+        at += 4
+        if qualifier == 0x5B:
+            for _ in range(count):
+                if at + 2 > len(data):
+                    break
+                at += 2 + int.from_bytes(data[at : at + 2], "little")
+        elif qualifier == 0x07 and group == AUTH_GROUP and variation in AUTH_FIXED_SIZES:
+            at += count * AUTH_FIXED_SIZES[variation]
+        else:
+            headers.append(header)
+            break
+        headers.append(header)
+    return headers
 
 
 def _bad_chunk_crc(layer: dict[str, Any]) -> bool:
