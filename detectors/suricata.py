@@ -157,7 +157,7 @@ class RuleDetector(Detector):
         if "on_stream" not in self.subscriptions():
             return NO_CHUNK
         gate = self.engine.stream_gate(uid, conn, is_orig, proto)
-        return None if gate is None else StreamGate(*gate)
+        return None if gate is None else StreamGate(gate)
 
     def _on_anomaly(self, event: Anomaly) -> list[Finding] | None:
         out = None

@@ -49,13 +49,12 @@ class StreamBatch(NamedTuple):
 
 class StreamGate(NamedTuple):
     """Which chunks of one flow direction a detector's ``on_stream`` can raise findings on:
-    those of at least ``min_size`` bytes (None: no size suffices), and those whose byte at
-    offset ``at`` is in ``values``, for any ``(at, values)`` of ``bytes_at``. The pipeline
-    does not build events for other chunks (they may still come when another detector wants
-    them: a gate is a promise about findings, not a filter)."""
+    those that, for one of the ``alternatives`` ``(min_size, conditions)``, have at least
+    min_size bytes and, for each ``(offset, values)`` of conditions, a byte at offset that
+    is one of the values. The pipeline builds no event for other chunks (they may still come
+    when another detector wants them: a gate is a promise about findings, not a filter)."""
 
-    min_size: int | None = None
-    bytes_at: tuple[tuple[int, frozenset[int]], ...] = ()
+    alternatives: tuple[tuple[int, tuple[tuple[int, frozenset[int]], ...]], ...] = ()
 
 
 NO_CHUNK = StreamGate()  # the direction's chunks cannot raise a finding

@@ -363,44 +363,49 @@ class Pipeline:
     def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | None:
         """The flow table's stream router: the hook of one flow direction, from the gates of
         the ``on_stream`` detectors (see ``Detector.stream_gate``)."""
-        min_size: int | None = None
-        checks: dict[int, frozenset[int]] = {}
+        alternatives: list[tuple[int, tuple[tuple[int, frozenset[int]], ...]]] = []
         for det in self._stream_detectors:
             gate = det.stream_gate(flow.uid, flow.conn, is_orig, flow.proto)
             if gate is None:
                 return self._stream_event  # every chunk
-            if gate.min_size is not None:
-                min_size = gate.min_size if min_size is None else min(min_size, gate.min_size)
-            for at, values in gate.bytes_at:
-                checks[at] = checks.get(at, frozenset()) | values
-        if min_size is None and not checks:
+            alternatives += gate.alternatives
+        if not alternatives:
             return None
-        size = min_size if min_size is not None else 1 << 62
         event = self._stream_event
-        if not checks:
+        if len(alternatives) > 1:
+            alts = tuple(alternatives)
+
+            def gated(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+                n = len(data)
+                for size, conditions in alts:
+                    if n >= size:
+                        for at, values in conditions:
+                            if data[at] not in values:
+                                break
+                        else:
+                            event(flow, is_orig, data, ts, frame)
+                            return
+
+            return gated
+        ((size, conditions),) = alternatives
+        if not conditions:
 
             def sized(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
                 if len(data) >= size:
                     event(flow, is_orig, data, ts, frame)
 
             return sized
-        if len(checks) == 1:
-            ((at, values),) = checks.items()
+        (at, values), rest = conditions[0], conditions[1:]
 
-            def one(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-                n = len(data)
-                if n >= size or (n > at and data[at] in values):
-                    event(flow, is_orig, data, ts, frame)
-
-            return one
-        tests = tuple(checks.items())
-
-        def gated(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-            n = len(data)
-            if n >= size or any(n > at and data[at] in values for at, values in tests):
+        def one(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+            # size first: every condition's offset is below it
+            if len(data) >= size and data[at] in values:
+                for at2, values2 in rest:
+                    if data[at2] not in values2:
+                        return
                 event(flow, is_orig, data, ts, frame)
 
-        return gated
+        return one
 
     def _stream_batch(
         self, flow: Flow, is_orig: bool, offset: int, segments: list[tuple[bytes, float, int]]

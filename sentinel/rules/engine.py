@@ -25,14 +25,23 @@ or Modbus message, which is one transaction direction).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.rules import dnp3 as dn
 from sentinel.rules import modbus as mb
-from sentinel.rules.model import KIND_APP, KIND_PACKET, KIND_STREAM, Content, Rule, Threshold
-from sentinel.rules.payload import PayloadMatcher
+from sentinel.rules.model import (
+    KIND_APP,
+    KIND_PACKET,
+    KIND_STREAM,
+    ByteTest,
+    Content,
+    Rule,
+    Threshold,
+)
+from sentinel.rules.payload import PayloadMatcher, byte_test
 
 PROTO_TCP, PROTO_UDP = 6, 17
 _STREAM_HAS_PROTO = "proto" in StreamData._fields  # older cores: TCP only
@@ -177,7 +186,7 @@ class Plan:
             for fc, cs in by_fc.items()
         }
 
-        self.gate = _stream_gate(self.stream, self.anchored)
+        self.gate = _stream_gate(stream)
 
     @property
     def empty(self) -> bool:
@@ -192,30 +201,70 @@ class Plan:
         )
 
 
-def _min_size(c: Compiled) -> int:
-    """A lower bound of the size of a chunk the stream rule can match (1 when unknown)."""
+Gate = tuple[tuple[int, tuple[tuple[int, frozenset[int]], ...]], ...]
+_BYTES = frozenset(range(256))
+MAX_ALTERNATIVES = 8
+
+
+def _conditions(c: Compiled) -> tuple[int, dict[int, frozenset[int]], list[int]]:
+    """What every chunk the stream rule matches has: a least size, and the values of bytes at
+    fixed positions (contents at a fixed offset, one-byte absolute byte_tests); with the
+    offsets in the order to test them (the fast pattern first, then byte tests)."""
     low = 1
     d = c.dsize
     if d is not None:
         low = {"=": d.value, ">": d.value + 1, ">=": d.value, "<>": d.value + 1}.get(d.op, 1)
+    conds: dict[int, frozenset[int]] = {}
+    order: list[int] = []
+    if c.anchor is not None:
+        order.extend(range(c.anchor[0], c.anchor[0] + len(c.anchor[1])))
+    tests: list[int] = []
     for step in c.rule.payload:
         if isinstance(step, Content) and not step.negated and not step.relative:
             low = max(low, (step.offset or 0) + len(step.pattern))
-    return max(low, 1)
+            if not step.nocase and step.depth == len(step.pattern):
+                for k, b in enumerate(step.pattern, start=step.offset or 0):
+                    conds[k] = conds.get(k, _BYTES) & {b}
+        elif (
+            isinstance(step, ByteTest)
+            and step.nbytes == 1
+            and not step.relative
+            and step.base is None
+        ):
+            probe = replace(step, offset=0)
+            values = frozenset(x for x in range(256) if byte_test(probe, bytes([x]), 0))
+            conds[step.offset] = conds.get(step.offset, _BYTES) & values
+            low = max(low, step.offset + 1)
+            tests.append(step.offset)
+    order += tests + sorted(conds, key=lambda k: len(conds[k]))
+    return low, conds, list(dict.fromkeys(k for k in order if k in conds))
 
 
-def _stream_gate(
-    stream: tuple[Compiled, ...], anchored: tuple
-) -> tuple[int | None, tuple[tuple[int, frozenset[int]], ...]]:
-    """Which chunks can match a plan's stream rules: ``(min_size, ((offset, bytes), ...))``,
-    a chunk of at least min_size bytes (None: no size suffices), or whose byte at one of
-    the offsets is one of the values (the first byte of an anchored fast pattern)."""
-    min_size = min((_min_size(c) for c in stream), default=None)
-    at: dict[int, set[int]] = {}
-    for start, end, table in anchored:
-        firsts = table if end < 0 else {p[0] for p in table}
-        at.setdefault(start, set()).update(firsts)
-    return min_size, tuple((k, frozenset(v)) for k, v in sorted(at.items()))
+def _stream_gate(stream: list[Compiled]) -> Gate:
+    """Which chunks a plan's stream rules can match, as alternatives ``(min_size,
+    ((offset, values), ...))``: a chunk can match only if, for one alternative, it has at
+    least min_size bytes and each listed byte is one of the values. Rules with the same size
+    and byte positions share one alternative (the union of their values)."""
+    groups: dict[tuple[int, frozenset[int]], tuple[dict[int, set[int]], list[int]]] = {}
+    for c in stream:
+        low, conds, order = _conditions(c)
+        key = (low, frozenset(conds))
+        entry = groups.get(key)
+        if entry is None:
+            groups[key] = ({k: set(v) for k, v in conds.items()}, order)
+        else:
+            for k, v in conds.items():
+                entry[0][k] |= v
+    if len(groups) > MAX_ALTERNATIVES:  # one alternative: the bytes all of them test
+        common = set.intersection(*(set(conds) for conds, _ in groups.values()))
+        merged = {k: set().union(*(conds[k] for conds, _ in groups.values())) for k in common}
+        first = next(iter(groups.values()))[1]
+        low = min(low for low, _ in groups)
+        groups = {(low, frozenset(common)): (merged, [k for k in first if k in common])}
+    return tuple(
+        (low, tuple((k, frozenset(conds[k])) for k in order if len(conds[k]) < 256))
+        for (low, _), (conds, order) in groups.items()
+    )
 
 
 EMPTY_PLAN = Plan([])
@@ -480,9 +529,7 @@ class RuleEngine:
         return frozenset(functions), exceptions
 
     # ------------------------------------------------------------------ stream
-    def stream_gate(
-        self, uid: str, conn: ConnId, is_orig: bool, proto: int
-    ) -> tuple[int | None, tuple[tuple[int, frozenset[int]], ...]] | None:
+    def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> Gate | None:
         """Which chunks of a flow direction ``inspect_stream`` can alert on (see
         ``_stream_gate``); None: every chunk (UDP: each datagram counts for ``established``)."""
         if proto != PROTO_TCP:

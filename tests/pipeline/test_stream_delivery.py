@@ -54,8 +54,9 @@ def run(tmp_path: Path, *detectors: Detector) -> None:
 
 def test_gates_narrow_on_stream_and_batches_carry_every_chunk(tmp_path: Path) -> None:
     every = Chunks(None)
-    sized = Chunks(StreamGate(min_size=6))
-    first_a = Chunks(StreamGate(bytes_at=((0, frozenset(b"A")),)))
+    sized = Chunks(StreamGate(((6, ()),)))
+    first_a = Chunks(StreamGate(((1, ((0, frozenset(b"A")),)),)))
+    either = Chunks(StreamGate(((9, ()), (2, ((1, frozenset(b"b")),)))))
     nothing = Chunks(NO_CHUNK)
     batches = Batches()
     run(tmp_path, every, batches)
@@ -63,10 +64,11 @@ def test_gates_narrow_on_stream_and_batches_carry_every_chunk(tmp_path: Path) ->
     assert sorted(batches.seen) == sorted(every.seen)  # same bytes, offsets and frames
     client = [c for c in every.seen if c[0]]
     assert [c[1] for c in client] == [0, 3, 9, 12, 21, 22]
-    for i, det in enumerate((sized, first_a, nothing)):
+    for i, det in enumerate((sized, first_a, either, nothing)):
         run(tmp_path / str(i), det)
     assert [c[2] for c in sized.seen if c[0]] == [b"bbbbbb", b"Adddddddd"]
     assert [c[2] for c in first_a.seen if c[0]] == [b"AAA", b"Adddddddd", b"AA"]
+    assert [c[2] for c in either.seen if c[0]] == [b"bbbbbb", b"Adddddddd"]
     assert [c for c in nothing.seen if c[0]] == []
     # offsets and frames stay those of the whole stream
     assert [c for c in sized.seen if c[0]] == [c for c in client if len(c[2]) >= 6]

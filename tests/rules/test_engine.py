@@ -208,36 +208,51 @@ def test_pass_rules_stop_the_other_rules_for_that_event() -> None:
 
 # --------------------------------------------------------------------------- stream gate
 def admits(gate: tuple, data: bytes) -> bool:
-    min_size, checks = gate
-    if min_size is not None and len(data) >= min_size:
-        return True
-    return any(len(data) > at and data[at] in values for at, values in checks)
+    return any(
+        len(data) >= size and all(data[at] in values for at, values in conditions)
+        for size, conditions in gate
+    )
 
 
 def test_stream_gate_admits_every_chunk_a_stream_rule_can_alert_on() -> None:
     texts = [
-        'content:"|00 00|"; offset:2; depth:2; content:"|83|"; offset:7; depth:1; sid:1;',
-        'content:"GET "; offset:0; depth:4; sid:2;',
-        'content:"abc"; sid:3;',  # anywhere: no anchor, size 3 at least
-        "dsize:>20; sid:4;",
-        'dsize:5<>9; content:"z"; sid:5;',
-        'content:"q"; offset:6; sid:6;',  # unanchored (no depth): size 7 at least
-        'content:"|ff|"; offset:4; depth:1; content:!"x"; sid:7;',
+        'content:"|00 00|"; offset:2; depth:2; byte_test:1,&,0x80,7; content:"|01|"; '
+        "offset:8; depth:1; fast_pattern; sid:1;",
+        'content:"|00 00|"; offset:2; depth:2; byte_test:1,&,0x80,7; content:"|02|"; '
+        "offset:8; depth:1; fast_pattern; sid:2;",
+        'content:"GET "; offset:0; depth:4; sid:3;',
+        'content:"abc"; sid:4;',  # anywhere: no position, size 3 at least
+        "dsize:>20; sid:5;",
+        'dsize:5<>9; content:"z"; sid:6;',
+        'content:"q"; offset:6; sid:7;',  # no depth: not at a fixed position, size 7
+        'content:"|ff|"; offset:4; depth:1; content:!"x"; byte_test:1,!&,0x01,5; sid:8;',
     ]
     e = engine(*texts)
     gate = e.stream_gate("C1", A, True, 6)
-    assert gate is not None and gate[0] == 3  # the loosest size bound of the unanchored rules
-    assert {at for at, _ in gate[1]} == {0, 2, 4}  # the longest fixed content of each
+    assert gate is not None
+    # the two exception rules share one alternative, their fast pattern tested first
+    (exc,) = [conds for size, conds in gate if size == 9]
+    assert exc[0] == (8, frozenset({1, 2})) and exc[1] == (7, frozenset(range(128, 256)))
+    odd = frozenset(range(1, 256, 2))
+    assert (6, ((4, frozenset({255})), (5, frozenset(range(256)) - odd))) in gate
     samples = [b"", b"a", b"ab", b"abc", b"xxabcxx", b"GET /", b"\x00\x01\x00\x00\x00\x03\x01\x83"]
     samples += [bytes([i % 256]) * n for i in (0, 0x47, 0x83, 0xFF) for n in range(1, 30)]
-    samples += [b"zzzzzz", b"zzzzzzzzz", b"......q", b"\x00\x00\x00\x00\xff"]
+    samples += [b"zzzzzz", b"zzzzzzzzz", b"......q", b"\x00\x00\x00\x00\xff\x02"]
+    samples += [
+        b"\x00\x01\x00\x00\x00\x03\x01" + bytes([f, c]) for f in (3, 0x83) for c in (1, 2, 3)
+    ]
+    hits = 0
     for data in samples:
         if e.inspect_stream(chunk(data)):
+            hits += 1
             assert admits(gate, data), data
+    assert hits > 10
+    exceptions_only = engine(*texts[:2]).stream_gate("C1", A, True, 6)
+    assert not admits(exceptions_only, b"\x00\x01\x00\x00\x00\x05\x01\x03\x02")  # a response
     assert e.stream_gate("C1", A, True, 17) is None  # UDP: every datagram counts
 
 
 def test_stream_gate_of_a_direction_without_stream_rules_admits_nothing() -> None:
     e = engine('flow:to_server; content:"x"; offset:1; depth:1; sid:1;')
-    assert e.stream_gate("C1", A, False, 6) == (None, ())
-    assert e.stream_gate("C1", A, True, 6) == (None, ((1, frozenset(b"x")),))
+    assert e.stream_gate("C1", A, False, 6) == ()
+    assert e.stream_gate("C1", A, True, 6) == ((2, ((1, frozenset(b"x")),)),)
