@@ -41,6 +41,7 @@ def test_findings_are_identical_with_and_without_pseudonymization(
 
     # Document by document: map pseudonyms back; only ids derived from addresses differ.
     reverse = dict(p._reverse)
+    reverse.update((ps, mac) for mac, ps in p._macs.items() if ps != mac)  # ARP findings
     pattern = re.compile("|".join(re.escape(k) for k in sorted(reverse, key=len, reverse=True)))
 
     def normal(doc: dict[str, Any], unmap: bool) -> str:
