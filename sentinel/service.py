@@ -314,7 +314,8 @@ class Service:
     def _privacy_tick(self) -> None:
         """Key rotation while running (privacy.pseudonymization.rotation), on the pipeline
         thread between two frames, so no record mixes two keys; cheap (it works once a
-        second)."""
+        second). A key ring that cannot be written never stops the service: ``tick`` logs
+        and counts it (``sentinel_privacy_key_ring_errors``) and keeps the current key."""
         if self.pseudonymizer is not None:
             self.pseudonymizer.tick(self.clock())
 
@@ -346,6 +347,13 @@ class Service:
         try:
             sinks = self._build()
             self.pseudonymizer = pseudonymizer_for(self.config)  # the config's privacy section
+            if self.pseudonymizer is not None:
+                self.registry.gauge_callback(
+                    "sentinel_privacy_key_ring_errors",
+                    "Times the privacy key ring could not be read or written (the key stays).",
+                    lambda: float(self.pseudonymizer.counters["key_ring_errors"]),
+                    kind="counter",
+                )
             pipeline = Pipeline(
                 self.config,
                 self.out_dir,

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from sentinel.errors import SentinelError
 from sentinel.events import ArpEvent, ModbusMessage, OTEvent
 from sentinel.privacy import matching
-from sentinel.privacy.keys import Key, iso
+from sentinel.privacy.keys import Key, PrivacyKeyError, iso
 from sentinel.privacy.settings import Pseudonymization
 from sentinel.privacy.table import RevealTable
 
@@ -89,6 +89,8 @@ ID_CACHE = 4096
 TICK_SECONDS = 1.0  # ``tick`` does its work at most this often (wall time)
 RELOAD_SECONDS = 60.0  # and reads the ring directory for keys added by others this often
 MAX_LEAD = 300.0  # the next key is written this long before its boundary (at most)
+RING_RETRY_SECONDS = 60.0  # after a key-ring error, ``tick`` tries the ring again this late
+RING_LOG_SECONDS = 300.0  # and logs a persisting error at most this often
 Frame = tuple[float, int, bytes]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -129,7 +131,7 @@ class Pseudonymizer:
         self.epochs: list[dict[str, Any]] = []
         self._set_key(key)
         self._until = ring.until(key) if ring is not None else float("inf")
-        self._next_tick = self._next_reload = 0.0
+        self._next_tick = self._next_reload = self._next_ring_log = 0.0
         hosts: set[str] = set()
         nets: list[Network] = []
         for item in [*clear, *self.settings.clear]:
@@ -232,10 +234,41 @@ class Pseudonymizer:
         """The live service's wall-clock hook (call it often; it works once a second): picks
         up keys added to the ring directory, writes the next key ahead of its boundary when
         ``rotation`` is set (audited as ``rotate``), and switches when ``now`` has reached
-        the next key. The key written, if any."""
+        the next key. The key written, if any.
+
+        A key ring that cannot be read or written (a read-only directory, a full disk) does
+        not stop the run: the error is counted (``stats.privacy.key_ring_errors``), logged
+        at once and then at most every ``RING_LOG_SECONDS``, the ring is tried again
+        ``RING_RETRY_SECONDS`` later, and the current key stays in force (past its period,
+        if need be) until a next key can be written or is added by others."""
         if self.ring is None or now < self._next_tick:
             return None
         self._next_tick = now + TICK_SECONDS
+        try:
+            new = self._tick_ring(now)
+        except (PrivacyKeyError, OSError) as exc:
+            self.counters["key_ring_errors"] += 1
+            self._next_tick = now + RING_RETRY_SECONDS
+            self._next_reload = min(self._next_reload, self._next_tick)
+            if now >= self._next_ring_log:
+                self._next_ring_log = now + RING_LOG_SECONDS
+                log.error(
+                    "privacy key ring %s: %s; keeping key %s (errors so far: %d; retried "
+                    "every %.0f s, logged at most every %.0f s)",
+                    self.ring.source,
+                    exc,
+                    self.key.id,
+                    self.counters["key_ring_errors"],
+                    RING_RETRY_SECONDS,
+                    RING_LOG_SECONDS,
+                )
+            new = None
+        if now >= self._until:
+            self.at(now)
+        return new
+
+    def _tick_ring(self, now: float) -> Key | None:
+        assert self.ring is not None
         if now >= self._next_reload:
             self._next_reload = now + RELOAD_SECONDS
             if self.ring.reload():
@@ -254,8 +287,6 @@ class Pseudonymizer:
                         ring=str(self.ring.directory),
                         by="sentinel run",
                     )
-        if now >= self._until:
-            self.at(now)
         return new
 
     def remembered(self, pseudonym: str) -> tuple[str, str] | None:
@@ -535,6 +566,7 @@ class Pseudonymizer:
             "collisions": self.counters["collisions"],
             "cache_evictions": self.counters["cache_evictions"],
             "key_switches": self.counters["key_switches"],
+            "key_ring_errors": self.counters["key_ring_errors"],
         }
 
     def flush(self) -> None:

@@ -5,7 +5,7 @@ Example (every key optional; the values shown are the defaults unless marked)::
     privacy:
       pseudonymization:
         enabled: true                      # default false; --pseudonymize KEYFILE turns it on
-        key_file: /etc/sentinel/privacy-keys/   # a key file, or a key-ring directory (example)
+        key_file: /var/lib/sentinel/privacy-keys/   # a key file or key-ring directory (example)
         # key_env: SENTINEL_PRIVACY_KEY    # or the key in an environment variable
         rotation: 30d                      # key ring only: a new key when the active one is
                                            # this old (default: null, never)

@@ -4,9 +4,14 @@ that follows the frames fed to it, instead of sleeping)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config, SensorSettings
@@ -191,3 +196,56 @@ def test_a_running_sensor_picks_up_a_key_added_to_its_ring(tmp_path: Path) -> No
     assert after != before
     assert p.remembered(before) == (traffic.GUEST, first.id)  # the previous key's, in memory
     assert p.remembered(after) == (traffic.GUEST, added.id)
+
+
+def _read_only(directory: Path, on: bool) -> None:
+    """Make ``directory`` unwritable (mode 0500; as root, which ignores modes, the immutable
+    attribute of ``chattr``), or writable again."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500 if on else 0o700)
+        return
+    flag = "+i" if on else "-i"
+    proc = subprocess.run(["chattr", flag, str(directory)], capture_output=True, text=True)
+    if on and proc.returncode != 0:
+        pytest.skip(f"root, and chattr +i is refused here: {proc.stderr.strip()}")
+    if on:
+        probe = directory / "probe"
+        with pytest.raises(PermissionError):
+            probe.write_bytes(b"")
+
+
+def test_a_read_only_key_ring_does_not_stop_the_sensor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rotation due, the ring directory not writable (``ProtectSystem=strict`` and a ring in
+    /etc): the sensor keeps its key, counts and logs the error (once, then at most every
+    ``RING_LOG_SECONDS``), and rotates as soon as the directory is writable again."""
+    from sentinel.privacy.pseudonymizer import RING_LOG_SECONDS, RING_RETRY_SECONDS, Pseudonymizer
+
+    ring_dir = tmp_path / "ring"
+    (first,) = _ring(ring_dir, T0 - 3500)  # its hour ends at T0+100
+    p = Pseudonymizer(first, ring=load_ring(str(ring_dir)), rotation=3600.0)
+    before = p.address(traffic.GUEST)
+    _read_only(ring_dir, True)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sentinel.privacy.pseudonymizer"):
+            t = T0 + 10  # within the lead (300 s): the next key is due to be written
+            while t < T0 + 10 + 2 * RING_LOG_SECONDS:
+                assert p.tick(t) is None
+                t += 1.0
+        assert p.key.id == first.id and p.address(traffic.GUEST) == before
+        errors = p.stats()["key_ring_errors"]
+        assert errors == len(range(0, int(2 * RING_LOG_SECONDS), int(RING_RETRY_SECONDS)))
+        logged = [r for r in caplog.records if "privacy key ring" in r.getMessage()]
+        assert len(logged) == 2  # at T0+10 and once RING_LOG_SECONDS later
+        assert first.id in logged[0].getMessage()
+        assert len(load_ring(str(ring_dir)).keys) == 1
+    finally:
+        _read_only(ring_dir, False)
+    new = None
+    while new is None:  # writable again: the next retry writes the key
+        t += 1.0
+        new = p.tick(t)
+    assert new.valid_from == max(T0 + 100, t)
+    assert len(load_ring(str(ring_dir)).keys) == 2
+    assert p.key.id == new.id  # past the old key's period: in force at once
