@@ -215,10 +215,32 @@ def _summary(stats: dict[str, Any], out_dir: str) -> Table:
     errors = stats["decode_errors"]
     if errors:
         table.add_row("decode errors", ", ".join(f"{k} {v:,}" for k, v in errors.items()))
+    ot = _ot_summary(stats.get("ot"))
+    if ot:
+        table.add_row("OT (tshark)", ot)
     by_sev = stats["findings_by_severity"]
     detail = ", ".join(f"{k} {v}" for k, v in sorted(by_sev.items()))
     table.add_row("findings", f"{stats['findings']:,}" + (f" ({detail})" if detail else ""))
     return table
+
+
+def _ot_summary(ot: dict[str, Any] | None) -> str | None:
+    """One line on the OT decoding (DNP3, IEC 104, S7comm, CIP, BACnet through tshark)."""
+    if not ot:
+        return None
+    status = ot.get("status")
+    if status == "off":
+        return "off"
+    if status == "idle":
+        return "no OT flow (tshark not started)"
+    if status == "tshark-missing":
+        return "tshark not found (apt-get install tshark)"
+    by_protocol = ", ".join(f"{k} {v:,}" for k, v in ot.get("events_by_protocol", {}).items())
+    line = f"{ot.get('events', 0):,} events" + (f" ({by_protocol})" if by_protocol else "")
+    version = (ot.get("tshark") or {}).get("version")
+    if version:
+        line += f", tshark {version}"
+    return line if status == "ok" else f"{line}, {status}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -196,3 +196,26 @@ def test_analyze_options(tmp_path: Path) -> None:
     assert (
         proc.stderr.strip() == "sentinel: --tshark '/nonexistent/tshark' is not an executable file"
     )
+
+
+def test_analyze_summary_shows_the_ot_decoding(tmp_path: Path, crafted, tshark: str) -> None:
+    """The summary of ``sentinel analyze`` has one OT line: events per protocol and the tshark
+    version, or why there are none."""
+    program = "import sys; from sentinel.cli import main; main(sys.argv[1:])"
+
+    def summary(capture: Path, *args: str) -> str:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        proc = subprocess.run(
+            [sys.executable, "-c", program, "analyze", str(capture), "--out", str(out), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200", "SENTINEL_DEBUG": ""},
+        )
+        assert proc.returncode == 0, proc.stderr
+        [line] = [ln for ln in proc.stdout.splitlines() if "OT (tshark)" in ln]
+        return line.split("OT (tshark)", 1)[1].strip(" │|")
+
+    version = subprocess.run([tshark, "-v"], capture_output=True, text=True).stdout.split()[2]
+    assert summary(crafted["mixed"]) == f"6 events (dnp3 6), tshark {version}"
+    assert summary(crafted["mixed"], "--no-ot") == "off"
+    assert summary(ICS_SAMPLES / "modbus_test.pcap") == "no OT flow (tshark not started)"
