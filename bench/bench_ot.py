@@ -23,13 +23,25 @@ time, from ``os.wait4``):
 
 events/s is the number of OT events Sentinel produces from the capture (counted once, from
 the sentinel run) divided by the command's wall time, so the rows compare how fast each path
-gets through the same messages.
+gets through the same messages. ``ek`` and ``json`` ask tshark for the same layers as the
+worker (``-J``): they are what tshark alone costs for the dissection Sentinel needs, the fair
+yardstick of the worker's own overhead; ``fields`` asks for two flat fields only.
+
+``--end-to-end`` instead times the whole ``sentinel analyze CAPTURE -q`` on generated
+Modbus/TCP captures (``gen_modbus_capture.py``), alone and with DNP3 (and S7comm) packets
+from the OT captures above interleaved, each with ``--no-ot``, with OT on (the default: the
+prefilter hands tshark the OT packets only) and with OT on over the whole file
+(``ot.prefilter: false``): wall time; CPU of the whole run, and apart the pipeline process's
+own (``RUSAGE_SELF``) and that of the OT processes it waited for (``RUSAGE_CHILDREN``:
+worker, prefilter, tshark). The Modbus message count of each run shows the Modbus path did
+the same work.
 
 Usage::
 
     python bench/bench_ot.py                     # 20,000 packets per protocol, best of 1
     python bench/bench_ot.py --packets 50000 --repeat 3 --pyshark
     python bench/bench_ot.py --json > ot-bench.json
+    python bench/bench_ot.py --end-to-end --modbus-packets 200000 --packets 20000
 """
 
 from __future__ import annotations
@@ -223,6 +235,102 @@ def count_events(protocol: str, capture: Path, tshark: str) -> int:
     return events
 
 
+ANALYZE = """
+import json, os, resource, sys
+from sentinel.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(os.environ["BENCH_OT_RUSAGE"], "w") as f:
+        cpu = {"pipeline": me.ru_utime + me.ru_stime, "ot": kids.ru_utime + kids.ru_stime}
+        json.dump(cpu, f)
+"""
+
+
+def interleave(out: Path, *captures: Path) -> Path:
+    """One classic pcap of the captures' frames, spread evenly in one time line (0.05 ms
+    apart), each capture's frames in their own order."""
+    lists = [read_pcap(c) for c in captures]
+    total = sum(len(x) for x in lists)
+    taken = [0] * len(lists)
+    with open(out, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(total):
+            # the list furthest behind its share of the time line goes next
+            k = min(
+                (j for j in range(len(lists)) if taken[j] < len(lists[j])),
+                key=lambda j: (taken[j] + 1) / len(lists[j]),
+            )
+            frame = lists[k][taken[k]]
+            taken[k] += 1
+            us = i * 50
+            sec, usec = 1_600_000_000 + us // 1_000_000, us % 1_000_000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame)
+    return out
+
+
+def end_to_end(args: argparse.Namespace, tshark: str, tmp: Path) -> list[dict]:
+    """``sentinel analyze`` with OT off, on (prefilter) and on over the whole file."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from gen_modbus_capture import generate
+
+    modbus = tmp / "modbus.pcap"
+    generate(modbus, packets=args.modbus_packets)
+    dnp3, s7 = build("dnp3", args.packets, tmp), build("s7comm", args.packets, tmp)
+    captures = {
+        f"{args.modbus_packets:,} Modbus": modbus,
+        f"{args.modbus_packets:,} Modbus + {args.packets:,} DNP3": interleave(
+            tmp / "modbus-dnp3.pcap", modbus, dnp3
+        ),
+        f"{args.modbus_packets:,} Modbus + {args.packets:,} DNP3 + {args.packets:,} S7": (
+            interleave(tmp / "modbus-dnp3-s7.pcap", modbus, dnp3, s7)
+        ),
+    }
+    whole = tmp / "whole-file.yaml"
+    whole.write_text("ot:\n  prefilter: false\n")
+    modes = {
+        "OT off": ["--no-ot"],
+        "OT on": ["--ot", "--tshark", tshark],
+        "OT on, whole file": ["--ot", "--tshark", tshark, "--config", str(whole)],
+    }
+    sentinel = [sys.executable, "-c", ANALYZE]
+    usage = tmp / "rusage.json"
+    env = {**os.environ, "BENCH_OT_RUSAGE": str(usage)}
+    rows = []
+    for label, capture in captures.items():
+        for mode, extra in modes.items():
+            best: dict | None = None
+            for n in range(args.repeat):
+                out = tmp / f"out-{len(rows)}-{n}"
+                cmd = [*sentinel, "analyze", str(capture), "-q", "--out", str(out), *extra]
+                seconds, cpu, rc, err = timed(cmd, env)
+                if rc != 0:
+                    raise SystemExit(f"bench_ot: {' '.join(cmd)} failed: {err.decode()[-300:]}")
+                stats = json.loads((out / "stats.json").read_text())
+                cpus = json.loads(usage.read_text())
+                shutil.rmtree(out, ignore_errors=True)
+                ot = stats.get("ot", {})
+                row = {
+                    "capture": label,
+                    "mode": mode,
+                    "seconds": round(seconds, 2),
+                    "cpu": round(cpu, 2),
+                    "pipeline_cpu": round(cpus["pipeline"], 2),
+                    "ot_cpu": round(cpus["ot"], 2),
+                    "modbus_messages": stats["modbus_messages"],
+                    "ot_events": ot.get("events", 0),
+                    "ot_status": ot.get("status"),
+                    "worker_seconds": (ot.get("worker") or {}).get("seconds"),
+                }
+                if best is None or row["seconds"] < best["seconds"]:
+                    best = row
+            assert best is not None
+            rows.append(best)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packets", type=int, default=20000, help="packets per protocol capture")
@@ -233,11 +341,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tshark", default="tshark")
     ap.add_argument("--keep", action="store_true", help="keep the generated captures")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="time sentinel analyze with OT off/on on Modbus captures with OT packets mixed in",
+    )
+    ap.add_argument(
+        "--modbus-packets", type=int, default=200_000, help="Modbus packets (--end-to-end)"
+    )
     args = ap.parse_args(argv)
     tshark = shutil.which(args.tshark)
     if tshark is None:
         print("bench_ot: tshark not found (apt-get install tshark)", file=sys.stderr)
         return 2
+    if args.end_to_end:
+        tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-ot-e2e-"))
+        try:
+            e2e = end_to_end(args, tshark, tmp)
+        finally:
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if args.json:
+            print(json.dumps(e2e, indent=2))
+            return 0
+        print(f"sentinel analyze -q; tshark {tshark}; best of {args.repeat} run(s)")
+        print(
+            f"{'capture':44} {'mode':18} {'seconds':>8} {'CPU s':>7} {'pipe CPU':>8} "
+            f"{'OT CPU':>7} {'modbus':>8} {'OT events':>9}  OT status"
+        )
+        for r in e2e:
+            print(
+                f"{r['capture']:44} {r['mode']:18} {r['seconds']:8.2f} {r['cpu']:7.2f} "
+                f"{r['pipeline_cpu']:8.2f} {r['ot_cpu']:7.2f} {r['modbus_messages']:8,} "
+                f"{r['ot_events']:9,}  {r['ot_status']}"
+            )
+        return 0
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-ot-"))
     rows: list[Row] = []
