@@ -493,7 +493,8 @@ class Pipeline:
                     d = decode(ts, linktype, frame)
                     if d is not None:
                         process(ts, packets_seen, d)
-                # else: a live source's heartbeat (HEARTBEAT), so that time moves when idle
+                else:  # a live source's heartbeat (HEARTBEAT): time moves when idle, and
+                    flows.expire(ts)  # flows idle past their timeout end (flows.jsonl, metrics)
                 if ts >= next_tick:
                     if next_tick:
                         if flows.batch_hook is not None:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sentinel.findings import SEVERITY
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -48,7 +50,9 @@ class Metric:
         self.help = help_
         self.kind = kind
         self.labelnames = labelnames
-        self._values: dict[Labels, float] = {}
+        # An unlabelled metric is exposed from the start (0), as Prometheus clients do, so
+        # that a scrape shows it before anything happened and ``rate()`` has a first point.
+        self._values: dict[Labels, float] = {} if labelnames else {(): 0.0}
         self._lock = threading.Lock()
         self.callback: Callable[[], dict[Labels, float] | float] | None = None
 
@@ -174,6 +178,8 @@ class ServiceMetrics:
         self.findings = r.counter(
             "sentinel_findings_total", "Findings raised, by severity.", ("severity",)
         )
+        for severity in SEVERITY:  # every severity is exposed from the start (0)
+            self.findings.inc(0, severity=severity)
         self.spool_depth = r.gauge(
             "sentinel_spool_documents", "Documents waiting in the Elasticsearch spool."
         )

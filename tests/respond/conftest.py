@@ -186,6 +186,7 @@ def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
                     "to": list(envelope.rcpt_tos),
                     "data": envelope.content,
                     "tls": session.ssl is not None,
+                    "received": time.monotonic(),  # for latency figures (tests/service)
                 }
             )
             event.set()

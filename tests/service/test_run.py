@@ -1,9 +1,16 @@
-"""``sentinel run`` end to end: live capture on a veth pair, findings, webhook, metrics, SIGTERM.
+"""``sentinel run`` end to end: live capture on a veth pair, a finding, a webhook and a mail,
+the metrics of the running service, SIGTERM losing nothing.
 
 The test creates its own network namespace and veth pair (unique names), runs ``sentinel run``
 as a subprocess capturing on the host end, and sends a crafted Modbus/TCP conversation with a
-FC 8/4 "force listen only mode" request from the namespace end. A local HTTP server on
-127.0.0.1 is the playbook webhook target (the shipped ``notify-soc`` playbook). Needs root.
+FC 8/4 "force listen only mode" request from the namespace end. The shipped ``notify-soc``
+playbook notifies a local HTTP server on 127.0.0.1 (webhook) and a local SMTP server
+(STARTTLS and login, ``smtp_server`` of tests/respond). Elasticsearch is configured with a
+node nobody listens on, so every finding waits in the spool. Needs root.
+
+Latency: the figures (frame sent -> webhook / mail received, and the finding's packet time ->
+webhook) are printed (``pytest -s``) for the reports; the bound asserted is deliberately
+generous, the machine the tests run on is shared and noisy (docs/service.md).
 """
 
 from __future__ import annotations
@@ -12,20 +19,22 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-import uuid
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sentinel.es.spool import FINDINGS, Spool
 from tests.craft import Conversation, adu, write
+from tests.respond.conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer
+from tests.schedule.conftest import free_port
+from tests.service.support import Veth, jsonl, metrics, sample, service, wait
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture and netns need root"),
@@ -34,8 +43,7 @@ pytestmark = [
 
 LISTEN_ONLY_PDU = bytes([0x08, 0x00, 0x04, 0x00, 0x00])  # FC 8, sub-function 4, data 0
 LISTEN_ONLY_RULE = "9000107"
-# ``python -m sentinel.cli`` would load the CLI twice (as __main__ and as sentinel.cli).
-SENTINEL = [sys.executable, "-c", "from sentinel.cli import main; main()"]
+GENEROUS = 10.0  # seconds; the issue's target is 2 s, the measured figure is printed
 # Sends a pcap's frames on an interface; prints its monotonic clock right before sending.
 SENDER = (
     "import sys, time; from scapy.all import rdpcap, sendp; "
@@ -44,28 +52,18 @@ SENDER = (
 )
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Hooks:
-    """A webhook receiver: every POST body and the monotonic time it arrived."""
+    """A webhook receiver: every POST body with the monotonic and wall time it arrived."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[float, dict[str, Any]]] = []
+        self.received: list[tuple[float, float, dict[str, Any]]] = []
         self.event = threading.Event()
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hooks.received.append((time.monotonic(), json.loads(body or b"{}")))
+                hooks.received.append((time.monotonic(), time.time(), json.loads(body or b"{}")))
                 hooks.event.set()
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -90,31 +88,24 @@ class Hooks:
         self.httpd.server_close()
 
 
-def _findings(out: Path) -> list[dict[str, Any]]:
-    path = out / "findings.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _spooled_findings(path: Path) -> list[dict[str, Any]]:
+    """The finding documents waiting in a spool (opened after the service released it)."""
+    with Spool(path) as spool:
+        batch = spool.read(FINDINGS, 1_000_000)
+    lines = batch.lines if batch is not None else []
+    return [json.loads(line.split(b"\t", 1)[1]) for line in lines]
 
 
-def _wait(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
-def test_run_live_detects_notifies_and_stops_cleanly(tmp_path: Path) -> None:
-    tag = uuid.uuid4().hex[:6]
-    ns, host_if, peer_if = f"snt-{tag}", f"snth{tag}", f"sntp{tag}"
+def test_run_live_detects_notifies_and_stops_cleanly(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
     out = tmp_path / "out"
-    metrics_port = _free_port()
+    spool = tmp_path / "spool"
+    metrics_port = free_port()
     conv = Conversation(client="192.0.2.10", server="192.0.2.20", sport=41000)
     conv.exchange(adu(1, 1, LISTEN_ONLY_PDU), None, dt=0.01)
+    conv.close()  # FIN: the flow ends while the service runs (sentinel_flows_total)
     pcap = write(tmp_path / "attack.pcap", conv.packets)
-    proc: subprocess.Popen[bytes] | None = None
     with Hooks() as hooks:
         config = tmp_path / "sentinel.yaml"
         config.write_text(
@@ -125,98 +116,127 @@ playbooks:
 actions:
   webhooks:
     soc: {{url: "{hooks.url}", format: json, timeout: 5}}
+  email:
+    soc:
+      host: {smtp_server.host}
+      port: {smtp_server.port}
+      username: {SMTP_USER}
+      password: {SMTP_PASSWORD}
+      sender: sentinel@example.org
+      to: [soc@example.org]
+      ca_certs: {smtp_server.ca}
+      timeout: 10
+sinks:
+  elasticsearch:
+    url: http://127.0.0.1:{free_port()}
+    setup_templates: false
+    max_retries: 0
+    request_timeout: 1
+    close_timeout: 1
+    spool: {{path: {spool}}}
 service:
   metrics: {{host: 127.0.0.1, port: {metrics_port}}}
+ot: {{enabled: false}}
 """
         )
-        try:
-            _ip("netns", "add", ns)
-            _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if, "netns", ns)
-            _ip("link", "set", host_if, "up")
-            _ip("-n", ns, "link", "set", peer_if, "up")
-            env = {**os.environ, "SENTINEL_STATE": str(tmp_path / "state")}
-            proc = subprocess.Popen(
-                [
-                    *SENTINEL,
-                    "run",
-                    "--config",
-                    str(config),
-                    "--interface",
-                    host_if,
-                    "--out",
-                    str(out),
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-
-            def metrics_up() -> bool:
-                try:
-                    with urllib.request.urlopen(metrics_url, timeout=1) as r:
-                        return r.status == 200
-                except OSError:
-                    return False
-
-            if not _wait(metrics_up, 20):
-                proc.kill()
-                pytest.fail(f"metrics endpoint never answered: {proc.communicate()[1].decode()}")
-            assert proc.poll() is None
+        env = {"SENTINEL_STATE": str(tmp_path / "state"), "SENTINEL_ES_URL": ""}
+        with Veth() as veth, service(config, veth.host, out, env) as proc:
+            if not wait(lambda: metrics(metrics_port) is not None or proc.poll() is not None, 30):
+                pytest.fail("metrics endpoint never answered")
+            assert proc.poll() is None, proc.communicate()[1].decode()
             # The capture socket is opened before the metrics server starts: frames sent now
             # are seen. The sender prints its monotonic clock right before sendp.
             sender = subprocess.run(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", SENDER, str(pcap), peer_if],
+                [
+                    *("ip", "netns", "exec", veth.ns, sys.executable, "-c", SENDER),
+                    *(str(pcap), veth.peer),
+                ],
                 check=True,
                 capture_output=True,
                 timeout=30,
             )
             sent_at = float(sender.stdout.split()[0])
-            assert hooks.event.wait(15), "the webhook never got the notification"
-            latency = hooks.received[0][0] - sent_at
-            print(f"detection-to-webhook latency: {latency * 1000:.0f} ms")
-            assert latency < 10
-            notified = json.dumps(hooks.received[0][1])
-            assert LISTEN_ONLY_RULE in notified or "listen only" in notified.lower()
 
-            def listen_only_written() -> bool:
-                return any(f["rule"]["id"] == LISTEN_ONLY_RULE for f in _findings(out))
+            def listen_only() -> list[dict[str, Any]]:
+                found = jsonl(out / "findings.jsonl")
+                return [f for f in found if f["rule"]["id"] == LISTEN_ONLY_RULE]
 
-            assert _wait(listen_only_written, 10), "finding not in findings.jsonl while running"
-            with urllib.request.urlopen(metrics_url, timeout=5) as r:
-                ctype = r.headers["Content-Type"]
-                text = r.read().decode()
-            assert ctype.startswith("text/plain; version=0.0.4")
-            assert "# TYPE sentinel_packets_total counter" in text
-            packets = next(
-                float(line.split()[1])
-                for line in text.splitlines()
-                if line.startswith("sentinel_packets_total ")
+            assert wait(listen_only, 15), "finding not in findings.jsonl while running"
+            finding = listen_only()[0]
+            finding_id = finding["event"]["id"]
+
+            # The one finding gives both a webhook POST and a mail (other rules that fire on
+            # the same frame are notified too; they are told apart by the finding's id).
+            def hook() -> tuple[float, float, dict[str, Any]] | None:
+                got = [h for h in hooks.received if h[2]["finding"]["event"]["id"] == finding_id]
+                return got[0] if got else None
+
+            def mail() -> dict[str, Any] | None:
+                marker = f"Finding {finding_id}".encode()
+                got = [
+                    m for m in smtp_server.messages if marker in m["data"].replace(b"=\r\n", b"")
+                ]
+                return got[0] if got else None
+
+            assert wait(hook, 15), "the webhook never got the notification"
+            assert wait(mail, 30), "the mail never arrived"
+            hook_mono, hook_wall, body = hook() or (0.0, 0.0, {})
+            assert body["playbook"] == "notify-soc"
+            message = mail() or {}
+            assert message["tls"] and message["to"] == ["soc@example.org"]
+            assert b"Subject: [Sentinel high] Modbus diagnostics" in message["data"]
+            packet_time = datetime.fromisoformat(finding["@timestamp"]).timestamp()
+            to_hook = hook_mono - sent_at
+            to_mail = message["received"] - sent_at
+            from_packet = hook_wall - packet_time
+            print(
+                f"\nlatency: frames sent -> webhook {to_hook * 1000:.0f} ms, -> mail "
+                f"{to_mail * 1000:.0f} ms; finding's packet time -> webhook "
+                f"{from_packet * 1000:.0f} ms"
             )
-            assert packets >= len(conv.packets)
-            assert 'sentinel_findings_total{severity="high"}' in text
-            assert "sentinel_up 1" in text
-            running = _findings(out)
+            assert to_hook < GENEROUS and to_mail < GENEROUS and from_packet < GENEROUS
+
+            # The metrics of the running service, as the issue lists them.
+            def settled() -> str | None:
+                text = metrics(metrics_port)
+                steps = 'playbook="notify-soc",action="notify.email",status="ok"'
+                ok = (
+                    text is not None
+                    and sample(text, "sentinel_playbook_steps_total", steps)
+                    and sample(text, "sentinel_flows_total")
+                )
+                return text if ok else None
+
+            assert wait(settled, 20), metrics(metrics_port)  # a closed flow ends after 5 s
+            text = settled() or ""
+            iface = f'interface="{veth.host}"'
+            assert (sample(text, "sentinel_packets_total") or 0) >= len(conv.packets)
+            assert (sample(text, "sentinel_kernel_packets_total", iface) or 0) >= len(conv.packets)
+            assert sample(text, "sentinel_kernel_drops_total", iface) is not None
+            assert (sample(text, "sentinel_flows_total") or 0) >= 1
+            assert (sample(text, "sentinel_findings_total", 'severity="high"') or 0) >= 1
+            assert (sample(text, "sentinel_spool_documents") or 0) >= 1  # nobody acknowledges
+            assert sample(text, "sentinel_playbook_runs_total", 'playbook="notify-soc",status="ok"')
+            for action, status in (("notify.webhook", "ok"), ("notify.syslog", "skipped")):
+                labels = f'playbook="notify-soc",action="{action}",status="{status}"'
+                assert sample(text, "sentinel_playbook_steps_total", labels), labels
+            assert "# TYPE sentinel_job_runs_total counter" in text  # values: test_run_jobs
+            assert sample(text, "sentinel_up") == 1
+            running = jsonl(out / "findings.jsonl")
 
             proc.send_signal(signal.SIGTERM)
-            _, stderr = proc.communicate(timeout=45)
+            _, stderr = proc.communicate(timeout=60)
             assert proc.returncode == 0, stderr.decode()
-            stats = json.loads((out / "stats.json").read_text())
-            final = _findings(out)
-            ids = {f["event"]["id"] for f in final}
-            assert {f["event"]["id"] for f in running} <= ids  # nothing written got lost
-            assert stats["findings"] == len(final)
-            assert stats["packets"] >= len(conv.packets)
-            assert (
-                stats["modbus_by_function"].get("DIAGNOSTICS", 0) >= 1
-                or stats["modbus_messages"] >= 1
-            )
-            assert stats["service"]["stop"] == "signal"
-            assert stats["live"]["interfaces"] == [host_if]
-            assert not metrics_up()  # the metrics server was stopped
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
-            subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            assert metrics(metrics_port) is None  # the metrics server was stopped
+    stats = json.loads((out / "stats.json").read_text())
+    final = jsonl(out / "findings.jsonl")
+    ids = [f["event"]["id"] for f in final]
+    assert {f["event"]["id"] for f in running} <= set(ids)  # nothing written got lost
+    # Every finding the pipeline counted is in findings.jsonl, and (none was acknowledged)
+    # in the spool kept for the next start.
+    assert stats["findings"] == len(final) == len(set(ids))
+    assert stats["service"]["late_findings"] == 0
+    assert sorted(d["event"]["id"] for d in _spooled_findings(spool)) == sorted(ids)
+    assert stats["packets"] >= len(conv.packets)
+    assert stats["modbus_by_function"].get("DIAGNOSTICS", 0) >= 1
+    assert stats["service"]["stop"] == "signal"
