@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.schedule.conftest import Plcs, free_port
-from tests.service.support import Veth, jsonl, metrics, service, wait
+from tests.service.support import Veth, jsonl, metrics, sample, service, wait
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture and netns need root"),
@@ -78,6 +78,8 @@ jobs:
             if line.startswith("sentinel_findings_total{")
         )
         assert counted >= len(found)  # the metrics sink got them too
+        # Job results as the endpoint exposes them: the integrity run that found the change.
+        assert (sample(text, "sentinel_job_runs_total", 'job="integrity",status="ok"') or 0) >= 1
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode()
