@@ -341,8 +341,10 @@ class Service:
     def run(self) -> dict[str, Any]:
         """Capture until ``request_stop`` (or the capture ends); return the stats written."""
         from sentinel.pipeline import Pipeline
+        from sentinel.privacy.retention import register_service_output, unregister_service_output
 
         os.makedirs(self.out_dir, exist_ok=True)
+        register_service_output(self.out_dir)  # the retention job (scheduler) covers it
         started = time.time()
         try:
             sinks = self._build()
@@ -373,6 +375,7 @@ class Service:
             stats = self.pipeline.run_packets(self._packets())
         finally:
             self._shutdown()
+            unregister_service_output(self.out_dir)
         late = self._late_findings()
         capture = self.source.stats()
         stats = {

@@ -18,7 +18,10 @@ the same directory and carries on where the cursor stands; sending a line twice 
 because every document has a deterministic ``_id``.
 
 One process uses a spool at a time (``flock`` on ``lock``); ``inspect`` reads one without the
-lock, for ``sentinel es status``. ``state.json`` keeps the counters and the last error.
+lock, for ``sentinel es status``. Within that process, ``Spool.in_process(path)`` finds the
+open spool (the retention job of ``sentinel run`` expires segments through the running
+sink's own spool, under its mutex, instead of opening it a second time). ``state.json``
+keeps the counters and the last error.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_SEGMENT_BYTES = 16 << 20
 _SEG = "{:012d}.seg"
 _STATE_EVERY = 2.0  # seconds between state.json writes for routine counters
+_OPEN: dict[str, Spool] = {}  # real path -> the spool this process holds (Spool.in_process)
 
 
 class SpoolError(SentinelError):
@@ -266,6 +270,33 @@ class _Queue:
         _write_atomic(self.path / "cursor", json.dumps({"segment": nxt, "offset": 0}).encode())
         return lost
 
+    def expire(self, cutoff: float, dry_run: bool) -> tuple[int, int]:
+        """Remove the segments last written before ``cutoff``, oldest first, up to the first
+        one still in force (an open segment that old is closed first); (segments, unsent
+        items in them)."""
+        segments = items = 0
+        last = None
+        for seq in sorted(self.sizes):
+            try:
+                if self._file(seq).stat().st_mtime >= cutoff:
+                    break
+            except FileNotFoundError:
+                self._unlink(seq)
+                continue
+            segments += 1
+            items += self.items.get(seq, 0) if seq >= self.cursor.segment else 0
+            last = seq
+            if dry_run:
+                continue
+            if self._fd is not None and seq == max(self.sizes):
+                self._roll_new()
+            self._unlink(seq)
+        if last is not None and not dry_run and self.cursor.segment <= last:
+            nxt = min(self.sizes, default=last + 1)
+            self.cursor = Position(nxt, 0)
+            _write_atomic(self.path / "cursor", json.dumps({"segment": nxt, "offset": 0}).encode())
+        return segments, items
+
     def _roll_new(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -321,6 +352,7 @@ class Spool:
         self._state_written = 0.0
         self._warned_full = False
         self.closed = False
+        _OPEN[os.path.realpath(self.path)] = self
 
     def append(self, queue: str, lines: list[bytes], sync: bool = True) -> None:
         with self._mutex:
@@ -347,6 +379,17 @@ class Spool:
     def ack(self, batch: Batch) -> None:
         with self._mutex:
             self._queues[batch.queue].ack(batch.end, batch.counts)
+
+    def expire(self, queue: str, cutoff: float, dry_run: bool = False) -> tuple[int, int]:
+        """Retention (``sentinel.privacy.retention``): the segments of ``queue`` last written
+        before ``cutoff`` are removed, sent or not; (segments, unsent items in them)."""
+        with self._mutex:
+            return self._queues[queue].expire(cutoff, dry_run)
+
+    @staticmethod
+    def in_process(path: str | os.PathLike[str]) -> Spool | None:
+        """The spool of ``path`` that this process holds open, if any."""
+        return _OPEN.get(os.path.realpath(path))
 
     def depth(self, queue: str | None = None) -> int:
         with self._mutex:
@@ -404,6 +447,8 @@ class Spool:
                 q.close()
             self._save_state(force=True)
             self.closed = True
+        if _OPEN.get(os.path.realpath(self.path)) is self:
+            del _OPEN[os.path.realpath(self.path)]
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 

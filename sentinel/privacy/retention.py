@@ -5,26 +5,44 @@ retention [--dry-run]`` meanwhile). Nothing that has not expired is touched, and
 Sentinel's own data. Per data class (``privacy.retention``; ``null`` keeps it forever):
 
 ==============  ==============================================  =================================
-data class      files (under ``output_dirs`` / ``capture_dirs``)  Elasticsearch / elsewhere
+data class      files (under the output directories)              Elasticsearch / elsewhere
 ==============  ==============================================  =================================
 findings        ``findings*.jsonl*``                              ``sentinel-findings-*``; spool
-                                                                  ``findings/`` segments
+                                                                  ``findings/`` segments; cases
+                                                                  (``sentinel-cases`` by
+                                                                  ``case.updated``, its JSONL
+                                                                  by case)
 transactions    ``modbus*.jsonl*``, ``eve*.json*``, ``ot*.jsonl*``, ``sentinel-modbus-*``
                 ``dnp3*.jsonl*``
 flows           ``flows*.jsonl*``                                 ``sentinel-flows-*``
-assets          ``assets*.jsonl*``                                ``sentinel-assets`` (by last seen)
+assets          ``assets*.jsonl*``, ``scanned-devices*.jsonl*``   ``sentinel-assets`` (by last seen)
+                (by ``scanned_at``)
 captures        ``*.pcap``, ``*.pcapng``, ``*.cap`` (+ ``.gz``)    playbook snapshots
                 under ``capture_dirs``                            (``capture.snapshot``)
-audit           -                                                 audit log entries
+audit           ``sentinel-playbook-runs*.jsonl*``                privacy audit log entries;
+                                                                  playbook audit
+                                                                  (``playbook-audit.jsonl`` by
+                                                                  ``@timestamp``;
+                                                                  ``sentinel-playbook-runs-*``)
 reveal_table    -                                                 table rows (by last seen)
 ==============  ==============================================  =================================
+
+The output directories: ``retention.output_dirs``, the service's (``sensor.out_dir``, or
+what ``sentinel run --out`` chose: the running service registers it), and the playbooks'
+document folder (``<state>/documents``, or the folder of ``actions.cases.jsonl``). Names
+match rotated files too (``findings.2026-01-31.jsonl``, ``modbus.jsonl.1``).
 
 How age is measured:
 
 - **Files**: their modification time, i.e. when the newest record in them was written, so a
-  file goes when everything in it has expired. A run directory whose data files are all gone
-  loses its ``stats.json`` (no personal data) and is removed if then empty; the configured
-  root directories themselves stay. Other files are never touched.
+  file goes when everything in it has expired. Files that are appended to forever and never
+  rotated (``scanned-devices.jsonl``, ``playbook-audit.jsonl``, the cases JSONL) lose their
+  expired lines instead: the leading run of lines older than the cutoff (they are appended
+  in time order; a line without a readable time stops the run and is kept), and for cases
+  every line of a case last updated before the cutoff. The file is rewritten next to itself
+  and renamed over it (writers open, append and close per record). A run directory whose
+  data files are all gone loses its ``stats.json`` (no personal data) and is removed if then
+  empty; the configured root directories themselves stay. Other files are never touched.
 - **Elasticsearch**: a daily index (``sentinel-findings-2026.01.31``) is deleted once the
   whole day has expired; in the index of the day the cutoff falls in, the documents whose
   ``@timestamp`` is older are deleted by id (search, then bulk delete: portable to clusters
@@ -33,8 +51,11 @@ How age is measured:
   second line of defence.
 - **Spool** (documents Elasticsearch has not taken yet): a segment goes when its
   modification time is older than the cutoff of its queue (``findings/``: findings;
-  ``bulk/``: the longest of transactions, flows, assets, since it mixes them). A spool in use
-  by a running sensor is left alone and reported.
+  ``bulk/``: the longest of transactions, flows, assets, since it mixes them). Inside
+  ``sentinel run`` (the scheduler's retention job) the spool is the running Elasticsearch
+  sink's: segments are expired through that sink's own ``Spool`` (under its mutex, the open
+  segment closed first when it is that old). A spool another process holds is left alone
+  and reported.
 - **Audit log and re-identification table**: entry and row times.
 """
 
@@ -55,7 +76,7 @@ from typing import Any
 
 from sentinel.errors import SentinelError
 from sentinel.privacy.audit import AuditLog
-from sentinel.privacy.keys import iso
+from sentinel.privacy.keys import iso, parse_time
 from sentinel.privacy.settings import PrivacySettings, privacy_settings
 from sentinel.privacy.table import RevealTable
 
@@ -69,6 +90,7 @@ OUTPUT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("dnp3*.jsonl*", "transactions"),
     ("flows*.jsonl*", "flows"),
     ("assets*.jsonl*", "assets"),
+    ("sentinel-playbook-runs*.jsonl*", "audit"),  # the playbooks' JSONL document store
 )
 CAPTURE_PATTERNS = ("*.pcap", "*.pcapng", "*.cap", "*.pcap.gz", "*.pcapng.gz", "*.cap.gz")
 RUN_STATS = "stats.json"
@@ -78,6 +100,11 @@ ES_DAILY = (
     ("flows", "sentinel-flows-"),
 )
 ES_ASSETS = "sentinel-assets"
+ES_PLAYBOOK_RUNS = "sentinel-playbook-runs"  # playbooks.audit_index: its daily indices
+ES_CASES = "sentinel-cases"  # actions.cases.index
+CASE_TIME = "case.updated"
+SCANNED_DEVICES = "scanned-devices*.jsonl*"
+_SERVICE_OUTPUTS: list[Path] = []  # output directories of a running ``sentinel run``
 _DAY = re.compile(r"(\d{4})\.(\d{2})\.(\d{2})$")
 DELETE_BATCH = 1000
 
@@ -148,8 +175,13 @@ def run_retention(
     report = RetentionReport(now, dry_run)
     cut = cutoffs(settings, now)
     r = settings.retention
-    for root in r.output_dirs:
-        expire_outputs(Path(root), cut, dry_run, report)
+    cases = _setting(config, "actions", "cases", "index") or ES_CASES
+    lines = {SCANNED_DEVICES: ("assets", "scanned_at", None), f"{cases}.jsonl": _CASES}
+    for root in output_dirs(config, settings):
+        expire_outputs(root, cut, dry_run, report, lines)
+    audit_path = playbook_audit_path(config)
+    if audit_path is not None and cut["audit"] is not None and audit_path.is_file():
+        expire_lines(audit_path, "audit", cut["audit"], "@timestamp", None, dry_run, report)
     for root in capture_dirs(config, settings):
         expire_captures(root, cut["captures"], dry_run, report)
     if r.spool:
@@ -159,7 +191,8 @@ def run_retention(
     if r.elasticsearch:
         client = es_client if es_client is not None else _es_client(config, env, report)
         if client is not None:
-            expire_elasticsearch(client, cut, dry_run, report)
+            runs = _setting(config, "playbooks", "audit_index") or ES_PLAYBOOK_RUNS
+            expire_elasticsearch(client, cut, dry_run, report, runs + "-", cases)
     if cut["audit"] is not None:
         audit = AuditLog(settings.audit_path())
         if audit.path.exists():
@@ -194,10 +227,75 @@ def _data_class(name: str) -> str | None:
     return None
 
 
+def register_service_output(path: str | os.PathLike[str]) -> None:
+    """``sentinel run`` writes into ``path``: retention covers it (in this process)."""
+    p = Path(path).absolute()
+    if p not in _SERVICE_OUTPUTS:
+        _SERVICE_OUTPUTS.append(p)
+
+
+def unregister_service_output(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(ValueError):
+        _SERVICE_OUTPUTS.remove(Path(path).absolute())
+
+
+def _setting(config: Any, *names: str) -> Any:
+    value = config
+    for name in names:
+        value = getattr(value, name, None)
+        if value is None:
+            return None
+    return value
+
+
+def output_dirs(config: Any, settings: PrivacySettings) -> list[Path]:
+    """Where retention looks for output files (see the module doc): ``output_dirs``, the
+    service's output directory (registered by a running service, else ``sensor.out_dir``
+    when it exists) and the playbooks' document folder when it exists."""
+    dirs = [Path(d) for d in settings.retention.output_dirs] + list(_SERVICE_OUTPUTS)
+    out_dir = _setting(config, "sensor", "out_dir")
+    if out_dir and Path(out_dir).is_dir():
+        dirs.append(Path(out_dir))
+    documents = playbook_documents_dir(config)
+    if documents is not None and documents.is_dir():
+        dirs.append(documents)
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        seen.setdefault(os.path.realpath(d), d)
+    return list(seen.values())
+
+
+def playbook_documents_dir(config: Any) -> Path | None:
+    """The JSONL document store of cases and playbook runs (``sentinel.respond.factory``)."""
+    playbooks = getattr(config, "playbooks", None)
+    cases_jsonl = _setting(config, "actions", "cases", "jsonl")
+    if cases_jsonl:
+        return Path(cases_jsonl).parent
+    if playbooks is not None and hasattr(playbooks, "state"):
+        return Path(playbooks.state()) / "documents"
+    return None
+
+
+def playbook_audit_path(config: Any) -> Path | None:
+    playbooks = getattr(config, "playbooks", None)
+    if playbooks is not None and hasattr(playbooks, "audit_path"):
+        return Path(playbooks.audit_path())
+    return None
+
+
+LineRule = tuple[str, str | None, str | None]  # data class, time field, group-by field
+_CASES: LineRule = ("findings", None, "_id")  # time: doc.case.updated, else doc.@timestamp
+
+
 def expire_outputs(
-    root: Path, cut: dict[str, float | None], dry_run: bool, report: RetentionReport
+    root: Path,
+    cut: dict[str, float | None],
+    dry_run: bool,
+    report: RetentionReport,
+    lines: Mapping[str, LineRule] | None = None,
 ) -> None:
-    """JSONL/EVE files under ``root`` (see the module doc); symbolic links are not followed."""
+    """JSONL/EVE files under ``root`` (see the module doc); symbolic links are not followed.
+    ``lines``: file-name patterns whose files lose expired lines instead (``expire_lines``)."""
     if not root.is_dir():
         if root.exists() or root.is_symlink():
             report.notes.append(f"output directory {root} is not a directory: skipped")
@@ -206,10 +304,16 @@ def expire_outputs(
         here = Path(dirpath)
         remaining = 0
         for name in filenames:
+            path = here / name
+            rule = next((v for k, v in (lines or {}).items() if fnmatch.fnmatchcase(name, k)), None)
+            if rule is not None:
+                cutoff = cut[rule[0]]
+                if cutoff is not None and not path.is_symlink():
+                    expire_lines(path, rule[0], cutoff, rule[1], rule[2], dry_run, report)
+                continue
             data_class = _data_class(name)
             if data_class is None:
                 continue
-            path = here / name
             cutoff = cut[data_class]
             if path.is_symlink() or cutoff is None or path.lstat().st_mtime >= cutoff:
                 remaining += 1
@@ -225,6 +329,89 @@ def expire_outputs(
             if here != root:
                 with contextlib.suppress(OSError):
                     here.rmdir()  # only if nothing else is in it
+
+
+def _line_time(rec: Any, field_name: str | None) -> float | None:
+    if not isinstance(rec, dict):
+        return None
+    if field_name is None:  # a case: {"_id", "_op", "doc": {"case": {"updated"}, "@timestamp"}}
+        doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
+        case = doc.get("case") if isinstance(doc.get("case"), dict) else {}
+        value = case.get("updated") or doc.get("@timestamp")
+    else:
+        value = rec.get(field_name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_time(value)
+        except SentinelError:
+            return None
+    return None
+
+
+def expire_lines(
+    path: Path,
+    data_class: str,
+    cutoff: float,
+    time_field: str | None,
+    group: str | None,
+    dry_run: bool,
+    report: RetentionReport,
+) -> None:
+    """Remove the expired lines of an append-only JSONL file (see the module doc): the
+    leading run older than ``cutoff``, or with ``group``, every line of a group (a case)
+    whose newest line is older. The file is rewritten and renamed over itself; if it grew
+    meanwhile (a writer appended), the work is done again on the new content."""
+    for _attempt in range(3):
+        data = path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        drop: set[int] = set()
+        if group is None:
+            for i, line in enumerate(lines):
+                try:
+                    ts = _line_time(json.loads(line), time_field)
+                except ValueError:
+                    ts = None
+                if ts is None or ts >= cutoff:
+                    break
+                drop.add(i)
+        else:
+            newest: dict[str, float] = {}
+            members: dict[str, list[int]] = {}
+            for i, line in enumerate(lines):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                key = rec.get(group) if isinstance(rec, dict) else None
+                if not isinstance(key, str):
+                    continue
+                ts = _line_time(rec, time_field)
+                members.setdefault(key, []).append(i)
+                newest[key] = max(newest.get(key, float("-inf")), ts if ts is not None else 1e300)
+            for key, idx in members.items():
+                if newest[key] < cutoff:
+                    drop.update(idx)
+        if not drop:
+            return
+        if dry_run:
+            report.actions.append(Action(data_class, "lines of", str(path), len(drop)))
+            return
+        kept = b"".join(line for i, line in enumerate(lines) if i not in drop)
+        tmp = path.with_name(path.name + ".retention.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
+        with os.fdopen(fd, "wb") as out:
+            out.write(kept)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.stat().st_size != len(data):  # appended meanwhile: again, with the new lines
+            tmp.unlink()
+            continue
+        os.replace(tmp, path)
+        report.actions.append(Action(data_class, "lines of", str(path), len(drop)))
+        return
+    report.notes.append(f"{path}: written to while expiring, left for the next run")
 
 
 def capture_dirs(config: Any, settings: PrivacySettings) -> list[Path]:
@@ -285,53 +472,27 @@ def expire_spool(
         FINDINGS: cut["findings"],
         BULK: None if None in bulk_classes else min(bulk_classes),  # type: ignore[type-var]
     }
-    try:
-        spool = Spool(path)
-    except SpoolError as exc:
-        report.notes.append(f"spool not expired: {exc.message}")
-        return
+    running = Spool.in_process(path)  # inside `sentinel run`: the sink's own spool
+    if running is not None and not running.closed:
+        spool, own = running, False
+    else:
+        try:
+            spool, own = Spool(path), True
+        except SpoolError as exc:
+            report.notes.append(f"spool not expired: {exc.message}")
+            return
     try:
         for queue, cutoff in queue_cutoff.items():
-            if cutoff is not None:
-                _expire_queue(path / queue, queue, cutoff, dry_run, report)
+            if cutoff is None:
+                continue
+            segments, items = spool.expire(queue, cutoff, dry_run)
+            if segments:
+                data_class = "findings" if queue == FINDINGS else "transactions/flows/assets"
+                target = f"{path / queue} ({segments} segments)"
+                report.actions.append(Action(data_class, "spool", target, items))
     finally:
-        spool.close()
-
-
-def _expire_queue(
-    qdir: Path, queue: str, cutoff: float, dry_run: bool, report: RetentionReport
-) -> None:
-    segments = sorted(int(p.stem) for p in qdir.glob("*.seg") if p.stem.isdigit())
-    try:
-        cur = json.loads((qdir / "cursor").read_bytes())
-        cursor = (int(cur["segment"]), int(cur["offset"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        cursor = (min(segments, default=1), 0)
-    expired: list[int] = []
-    for seq in segments:  # appended in order: stop at the first one still in force
-        if (qdir / f"{seq:012d}.seg").stat().st_mtime >= cutoff:
-            break
-        expired.append(seq)
-    if not expired:
-        return
-    items = 0
-    for seq in expired:
-        if seq < cursor[0]:
-            continue  # already sent
-        data = (qdir / f"{seq:012d}.seg").read_bytes()
-        items += data.count(b"\n", cursor[1] if seq == cursor[0] else 0)
-    data_class = "findings" if queue == "findings" else "transactions/flows/assets"
-    report.actions.append(Action(data_class, "spool", f"{qdir} ({len(expired)} segments)", items))
-    if dry_run:
-        return
-    remaining = [s for s in segments if s not in expired]
-    if cursor[0] <= expired[-1]:
-        nxt = remaining[0] if remaining else expired[-1] + 1
-        tmp = qdir / "cursor.tmp"
-        tmp.write_bytes(json.dumps({"segment": nxt, "offset": 0}).encode())
-        os.replace(tmp, qdir / "cursor")
-    for seq in expired:
-        (qdir / f"{seq:012d}.seg").unlink(missing_ok=True)
+        if own:
+            spool.close()
 
 
 # ---------------------------------------------------------------------------- Elasticsearch
@@ -363,14 +524,19 @@ def _day_start(index: str) -> float | None:
 
 
 def expire_elasticsearch(
-    client: Any, cut: dict[str, float | None], dry_run: bool, report: RetentionReport
+    client: Any,
+    cut: dict[str, float | None],
+    dry_run: bool,
+    report: RetentionReport,
+    playbook_runs: str = ES_PLAYBOOK_RUNS + "-",
+    cases: str = ES_CASES,
 ) -> None:
-    """Daily indices and asset documents past their cutoff (see the module doc)."""
+    """Daily indices, asset and case documents past their cutoff (see the module doc)."""
     from elastic_transport import TransportError
     from elasticsearch import ApiError
 
     try:
-        for data_class, prefix in ES_DAILY:
+        for data_class, prefix in (*ES_DAILY, ("audit", playbook_runs)):
             cutoff = cut[data_class]
             if cutoff is None:
                 continue
@@ -388,6 +554,8 @@ def expire_elasticsearch(
                     _delete_older(client, name, cutoff, data_class, dry_run, report)
         if cut["assets"] is not None and _indices(client, ES_ASSETS):
             _delete_older(client, ES_ASSETS, cut["assets"], "assets", dry_run, report)
+        if cut["findings"] is not None and _indices(client, cases):
+            _delete_older(client, cases, cut["findings"], "findings", dry_run, report, CASE_TIME)
         _align_ilm(client, cut, dry_run, report)
     except (ApiError, TransportError) as exc:
         report.notes.append(f"Elasticsearch retention stopped: {_es_reason(exc)}")
@@ -401,20 +569,26 @@ def _indices(client: Any, pattern: str) -> list[str]:
     return sorted(body) if isinstance(body, dict) and "error" not in body else []
 
 
-def _count(client: Any, index: str, before: float | None) -> int:
-    query = {"match_all": {}} if before is None else _older(before)
+def _count(client: Any, index: str, before: float | None, time_field: str = "@timestamp") -> int:
+    query = {"match_all": {}} if before is None else _older(before, time_field)
     return int(client.count(index=index, query=query)["count"])
 
 
-def _older(before: float) -> dict[str, Any]:
+def _older(before: float, time_field: str = "@timestamp") -> dict[str, Any]:
     stamp = datetime.fromtimestamp(before, UTC).isoformat(timespec="microseconds")
-    return {"range": {"@timestamp": {"lt": stamp.replace("+00:00", "Z")}}}
+    return {"range": {time_field: {"lt": stamp.replace("+00:00", "Z")}}}
 
 
 def _delete_older(
-    client: Any, index: str, before: float, data_class: str, dry_run: bool, report: RetentionReport
+    client: Any,
+    index: str,
+    before: float,
+    data_class: str,
+    dry_run: bool,
+    report: RetentionReport,
+    time_field: str = "@timestamp",
 ) -> None:
-    total = _count(client, index, before)
+    total = _count(client, index, before, time_field)
     if not total:
         return
     report.actions.append(Action(data_class, "documents of", index, total))
@@ -424,7 +598,7 @@ def _delete_older(
     while True:
         hits = client.search(
             index=index,
-            query=_older(before),
+            query=_older(before, time_field),
             size=DELETE_BATCH,
             source=False,
             sort=["_doc"],

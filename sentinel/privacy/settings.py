@@ -28,6 +28,7 @@ Example (every key optional; the values shown are the defaults unless marked)::
         audit: 730d
         reveal_table: 365d
         output_dirs: []                    # roots of `sentinel analyze --out` directories
+                                           # (the service's sensor.out_dir is always covered)
         capture_dirs: []                   # where pcap snapshots are kept
         spool: true                        # the Elasticsearch spool (sinks.elasticsearch)
         elasticsearch: true                # the Elasticsearch indices (sinks.elasticsearch)

@@ -117,10 +117,19 @@ def test_retention_deletes_expired_indices_and_documents_only(es: Elasticsearch)
     _index(es, "sentinel-findings-2025.05.01", [now - 396 * DAY])
     _index(es, "sentinel-assets", [now - 400 * DAY, now - 5 * DAY])  # by last seen
     _index(es, "unrelated-2020.01.01", [now - 2000 * DAY])  # not Sentinel's
+    _index(es, "sentinel-playbook-runs-2024.05.01", [now - 760 * DAY])  # audit: 730d
+    _index(es, "sentinel-playbook-runs-2026.05.01", [now - 31 * DAY])
+    # cases (findings, 365d) by when they were last updated, not when they were opened
+    cases = [(now - 400 * DAY, now - 390 * DAY), (now - 400 * DAY, now - 3 * DAY)]
+    ops: list[dict] = []
+    for i, (opened, updated) in enumerate(cases):
+        doc = {"@timestamp": iso(opened), "case": {"id": f"c{i}", "updated": iso(updated)}}
+        ops += [{"index": {"_index": "sentinel-cases", "_id": f"d{i}"}}, doc]
+    es.bulk(operations=ops, refresh=True)
 
     settings = PrivacySettings.model_validate({"retention": {"spool": False}})
     dry = run_retention(Config(), now, dry_run=True, settings=settings, es_client=es)
-    assert len(_indices(es)) == 8
+    assert len(_indices(es)) == 11
     report = run_retention(Config(), now, settings=settings, es_client=es)
     assert [a.line(False) for a in report.actions] == [a.line(False) for a in dry.actions]
     assert _indices(es) == {
@@ -128,9 +137,12 @@ def test_retention_deletes_expired_indices_and_documents_only(es: Elasticsearch)
         "sentinel-flows-2026.05.20": ["d0"],
         "sentinel-findings-2026.05.01": ["d0"],
         "sentinel-assets": ["d1"],
+        "sentinel-cases": ["d1"],
+        "sentinel-playbook-runs-2026.05.01": ["d0"],
         "unrelated-2020.01.01": ["d0"],
     }
-    assert report.counts() == {"flows": 2, "transactions": 1, "findings": 1, "assets": 1}
+    counts = {"flows": 2, "transactions": 1, "findings": 1 + 1, "assets": 1, "audit": 1}
+    assert report.counts() == counts
     assert any("ILM" in n for n in report.notes) is False  # this node has no ILM
     again = run_retention(Config(), now, settings=settings, es_client=es)
     assert again.actions == []

@@ -171,15 +171,51 @@ def _retention_with_spool(config: Config, s: PrivacySettings, path: Path) -> Ret
         retention._spool_path = saved
 
 
-def test_a_spool_in_use_is_left_alone(tmp_path: Path) -> None:
+def test_a_spool_another_process_holds_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "spool"
     with Spool(path) as spool:
         spool.append(FINDINGS, [b'{"index":{}}\t{}\n'])
-        seg = next((path / FINDINGS).glob("*.seg"))
-        os.utime(seg, (0, 0))
+    seg = next((path / FINDINGS).glob("*.seg"))
+    os.utime(seg, (0, 0))
+    holder = subprocess.Popen(  # another sensor: holds the spool until its stdin closes
+        [sys.executable, "-c", "import sys; from sentinel.es.spool import Spool; "
+         f"s = Spool({str(path)!r}); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         report = _retention_with_spool(Config(), settings(tmp_path, spool=True), path)
-        assert report.actions == [] and "in use" in report.notes[0]
-        assert seg.exists()
+    finally:
+        holder.communicate("")
+    assert report.actions == [] and "in use" in report.notes[0]
+    assert seg.exists()
+
+
+def test_the_running_sinks_spool_is_expired_through_it(tmp_path: Path) -> None:
+    """Inside ``sentinel run`` the retention job expires the spool the Elasticsearch sink holds
+    open (same process: opening it again would fail), its open segment included, and the
+    sink's spool carries on."""
+    path = tmp_path / "spool"
+    with Spool(path, segment_bytes=4096) as spool:
+        spool.append(FINDINGS, [b'{"index":{}}\t{"n":"old"}\n'] * 3)
+        spool.append(BULK, [b'{"index":{}}\t{"m":"old"}\n'] * 2)
+        for queue in (FINDINGS, BULK):
+            (seg,) = (path / queue).glob("*.seg")  # the segment open for appends
+            os.utime(seg, (NOW - 400 * DAY, NOW - 400 * DAY))
+        assert Spool.in_process(path) is spool
+        report = _retention_with_spool(Config(), settings(tmp_path, spool=True), path)
+        assert [(a.data_class, a.items) for a in report.actions] == [
+            ("findings", 3),
+            ("transactions/flows/assets", 2),
+        ]
+        assert spool.depth(FINDINGS) == 0 and spool.depth(BULK) == 0
+        spool.append(FINDINGS, [b'{"index":{}}\t{"n":"new"}\n'])
+        batch = spool.read(FINDINGS, 100)
+        assert batch is not None and batch.lines == [b'{"index":{}}\t{"n":"new"}\n']
+        spool.ack(batch)
+    assert Spool.in_process(path) is None
+    with Spool(path) as spool:  # reopened: nothing old comes back
+        assert spool.depth() == 0
 
 
 def test_reveal_table_rows_expire_by_last_seen(tmp_path: Path) -> None:
@@ -228,3 +264,90 @@ def test_retention_command_dry_run(tmp_path: Path, tree: dict[str, list[Path]]) 
         str(tmp_path / "out" / "old-run" / "stats.json")
     }
     assert all(p.exists() for p in tree["gone"])
+
+
+def _jsonl(path: Path, records: list[dict[str, object]], age_days: float = 0) -> Path:
+    return touch(path, age_days, b"".join(json.dumps(r).encode() + b"\n" for r in records))
+
+
+def _iso(age_days: float) -> str:
+    from sentinel.privacy.keys import iso
+
+    return iso(NOW - age_days * DAY)
+
+
+def test_the_services_data_is_covered_without_output_dirs(tmp_path: Path) -> None:
+    """``sentinel run``'s output directory (``sensor.out_dir``, or the one a running service
+    registers), its daily-rotated JSONL files, ``scanned-devices.jsonl``, the playbook audit,
+    the playbooks' JSONL documents (runs, cases): all expire with the defaults (findings and
+    assets 365d, transactions and flows 30d, audit 730d), and nothing that has not."""
+    from sentinel.privacy import retention
+    from sentinel.sinks.jsonl import rotated_name
+
+    live, pb = tmp_path / "live", tmp_path / "pbstate"
+    config = Config.model_validate({"sensor": {"out_dir": str(live)},
+                                    "playbooks": {"state_dir": str(pb)}})  # fmt: skip
+
+    def rotated(name: str, day: str, age: float) -> Path:
+        return touch(Path(rotated_name(str(live / name), day)), age)
+
+    gone = [
+        rotated("findings.jsonl", "2025-04-01", 400),
+        rotated("modbus.jsonl", "2026-04-01", 60),
+        rotated("flows.jsonl", "2026-04-01", 60),
+        rotated("eve.json", "2026-04-01", 60),
+        touch(pb / "documents" / "sentinel-playbook-runs-2024.05.01.jsonl", 760),
+    ]
+    stay = [
+        touch(live / "findings.jsonl", 0.5),
+        rotated("findings.jsonl", "2026-05-30", 2),
+        rotated("modbus.jsonl", "2026-05-30", 2),
+        touch(pb / "documents" / "sentinel-playbook-runs-2026.05.01.jsonl", 31),
+    ]
+    assert rotated("modbus.jsonl", "2026-04-01", 60).name == "modbus.2026-04-01.1.jsonl"
+    gone.append(live / "modbus.2026-04-01.1.jsonl")
+    scanned = _jsonl(live / "scanned-devices.jsonl", [
+        {"job": "inv", "ip": "10.0.0.1", "scanned_at": NOW - 400 * DAY},
+        {"job": "inv", "ip": "10.0.0.2", "scanned_at": NOW - 10 * DAY},
+    ])  # fmt: skip
+    audit = _jsonl(pb / "playbook-audit.jsonl", [
+        {"@timestamp": _iso(800), "audit": {"id": "old"}},
+        {"@timestamp": _iso(740), "audit": {"id": "old2"}},
+        {"@timestamp": _iso(10), "audit": {"id": "new"}},
+        {"@timestamp": _iso(900), "audit": {"id": "late line, kept after a newer one"}},
+    ])  # fmt: skip
+
+    def case(cid: str, op: str, created: float, updated: float) -> dict[str, object]:
+        doc = {"case": {"id": cid, "updated": _iso(updated)}, "@timestamp": _iso(created)}
+        return {"_id": cid, "_op": op, "doc": doc}
+
+    cases = _jsonl(pb / "documents" / "sentinel-cases.jsonl", [
+        case("A", "index", 400, 400), case("B", "index", 400, 400), case("A", "update", 400, 380),
+        case("B", "update", 400, 10), case("C", "index", 5, 5),
+    ])  # fmt: skip
+    svc = tmp_path / "svc"  # `sentinel run --out svc`: known only to the running service
+    svc_old = touch(svc / "flows.2026-04-01.jsonl", 60)
+
+    s = PrivacySettings.model_validate(
+        {"retention": {"spool": False, "elasticsearch": False},
+         "audit_log": str(tmp_path / "privacy-audit.jsonl")}
+    )  # fmt: skip
+    retention.register_service_output(svc)
+    try:
+        report = run_retention(config, NOW, settings=s)
+    finally:
+        retention.unregister_service_output(svc)
+    assert [p for p in gone if p.exists()] == []
+    assert [p for p in stay if not p.exists()] == []
+    assert not svc_old.exists()
+    lines = lambda p: [json.loads(x) for x in p.read_text().splitlines()]  # noqa: E731
+    assert [r["ip"] for r in lines(scanned)] == ["10.0.0.2"]
+    assert [r["audit"]["id"] for r in lines(audit)] == ["new", "late line, kept after a newer one"]
+    assert sorted({r["_id"] for r in lines(cases)}) == ["B", "C"]
+    assert len(lines(cases)) == 3  # case B keeps its first line, so it still reads whole
+    counts = report.counts()
+    assert counts == {"findings": 1 + 2, "transactions": 3, "flows": 2, "assets": 1, "audit": 3}
+
+    svc_later = touch(svc / "flows.2026-04-02.jsonl", 59)  # the service has stopped
+    run_retention(config, NOW, settings=s)
+    assert svc_later.exists()
