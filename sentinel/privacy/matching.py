@@ -63,3 +63,14 @@ def remembered(pseudonym: str) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
+
+
+def is_pseudonym(text: str) -> bool:
+    """Whether ``text`` has the form of a pseudonym of a live pseudonymizer (False when
+    pseudonymization is off): a sink's test before it stores bytes that could name a host."""
+    for ref in _LIVE:
+        resolver = ref()
+        check = getattr(resolver, "is_pseudonym", None)
+        if check is not None and check(text):
+            return True
+    return False

@@ -145,7 +145,8 @@ class Minimization(_Strict):
 
     ``payload`` maps a protocol name (``modbus``, ``http``, ...) to the number of payload
     bytes a sink may store for it (at most 65535); a protocol that is not listed stores
-    none. Findings carry decoded fields as evidence, never raw bytes, whatever this says.
+    none. Its user is ``EveSink`` (alert ``payload``; never for pseudonymized hosts).
+    Findings carry decoded fields as evidence, never raw bytes, whatever this says.
     """
 
     payload: dict[str, int] = {}

@@ -168,9 +168,10 @@ def _apply(params: dict[str, Any], config: Config, out_dir: str) -> tuple[list, 
     vars_file = params.get("rule_vars")
     eve = None
     if "eve" in set(params.get("output_format") or ()):
+        from sentinel.privacy.settings import privacy_settings
         from sentinel.sinks.eve import EveSink
 
-        eve = EveSink(out_dir)
+        eve = EveSink(out_dir, privacy_settings(config).minimization)
     if not paths and vars_file is None and eve is None:
         return [], []
     from sentinel.detectors.suricata import RuleDetector

@@ -70,6 +70,9 @@ class Alert(NamedTuple):
     events: tuple[Anomaly | str, ...] = ()
     payload_length: int | None = None
     ot: OTEvent | None = None  # the DNP3 transaction (message) that matched
+    # The packet or stream chunk matched (a reference, not a copy); a sink stores it only
+    # where privacy.minimization.payload allows it for the flow's protocol (EveSink).
+    payload: bytes | None = None
 
 
 class Compiled:
@@ -499,6 +502,7 @@ class RuleEngine:
                         p.is_orig,
                         KIND_PACKET,
                         payload_length=n,
+                        payload=payload,
                     )
                 )
         return out if len(out) < 2 else _one_per_signature(out)
@@ -588,6 +592,7 @@ class RuleEngine:
                         s.is_orig,
                         KIND_STREAM,
                         payload_length=n,
+                        payload=data,
                     )
                 )
         return out if len(out) < 2 else _one_per_signature(out)

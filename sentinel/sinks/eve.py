@@ -17,6 +17,15 @@ is a stable 51-bit number derived from the flow uid, ``pcap_cnt`` is the frame n
 Addresses in ``modbus`` objects are raw (0-based), as Suricata logs them. Byte strings are
 UTF-8 text when valid, otherwise bytes from 0x80 are written as the literal text ``\\xNN``.
 
+Payload (``privacy.minimization.payload``, protocol -> bytes; default none): an alert on a
+packet or a stream chunk carries ``payload`` (base64), ``payload_printable`` (bytes outside
+printable ASCII as ``.``) and ``stream`` (1 for a stream chunk), as Suricata's ``eve-log``
+``payload: yes`` writes them, only when the flow's application protocol (the alert's
+``app_proto``) is listed, cut to its byte cap. With pseudonymization on, never for a flow
+with an end outside the inventory (a pseudonym): the bytes could name the host or a person
+behind it. Alerts on decoded messages (Modbus ``modbus`` object, DNP3) carry their decoded
+fields instead.
+
 An ``EveSink`` writes ``eve.json`` into one output directory per run; given several
 directories (``sentinel analyze`` with several captures) it moves to the next one each time
 a run closes it.
@@ -24,6 +33,7 @@ a run closes it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import struct
@@ -31,11 +41,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sentinel.events import ModbusMessage, OTEvent
+from sentinel.privacy.matching import is_pseudonym
 from sentinel.rules import modbus as mb
 from sentinel.sinks.base import Sink
 from sentinel.sinks.jsonl import JsonlWriter
 
 if TYPE_CHECKING:
+    from sentinel.privacy.settings import Minimization
     from sentinel.rules.engine import Alert
     from sentinel.rules.transactions import ModbusTransaction
 
@@ -71,6 +83,7 @@ ERROR_FLAGS = (
     ("PROTO_ID", frozenset({"invalid_protocol_id"})),
 )
 FLOW_ID_MASK = (1 << 51) - 1
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))  # others -> "."
 
 
 def flow_id(uid: str) -> int:
@@ -260,11 +273,31 @@ class EveSink(Sink):
 
     id = "eve"
 
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike[str], minimization: Minimization | None = None
+    ) -> None:
         self.path = os.path.join(os.fspath(out_dir), "eve.json")
         self._writer: JsonlWriter | None = None
         self.alerts = 0
         self.transactions = 0
+        self.minimization = minimization if minimization and minimization.payload else None
+        self.payloads = 0  # alerts written with payload bytes
+        self.payloads_withheld = 0  # allowed by protocol, withheld: an end is a pseudonym
+
+    def _payload(self, alert: Alert, app_proto: str | None, rec: dict[str, Any]) -> None:
+        data = alert.payload
+        m = self.minimization
+        if m is None or data is None or not m.payload_limit(app_proto):
+            return
+        c = alert.conn
+        if is_pseudonym(c.orig_h) or is_pseudonym(c.resp_h):
+            self.payloads_withheld += 1
+            return
+        kept = bytes(m.cap_payload(app_proto, data) or b"")
+        rec["payload"] = base64.b64encode(kept).decode("ascii")
+        rec["payload_printable"] = kept.translate(_PRINTABLE).decode("ascii")
+        rec["stream"] = 1 if alert.kind == "stream" else 0
+        self.payloads += 1
 
     def _out(self) -> JsonlWriter:
         if self._writer is None:
@@ -307,6 +340,8 @@ class EveSink(Sink):
         rec["alert"] = body
         if app_proto:
             rec["app_proto"] = app_proto
+        if self.minimization is not None:
+            self._payload(alert, app_proto, rec)
         rec["direction"] = "to_server" if alert.is_orig else "to_client"
         if tx is not None:
             rec["modbus"] = modbus_object(tx)
