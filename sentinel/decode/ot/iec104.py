@@ -12,6 +12,10 @@ function), and for I-format ``asdu``: ``type_id``, ``sq``, ``count`` (number of 
 ``originator``, ``common_address``. Command objects carry the select/execute bit
 (``select``: true for select, false for execute) and the qualifier (``qualifier``: QU of
 single/double/regulating commands, QL of set-points). ``unit`` is the common address.
+
+An ASDU that tshark flags malformed (``_ws.malformed``: it ends before its fields do, as in
+Wireshark's ``TestDissectIec104.pcap``) keeps what was dissected (``cot`` None when the cause
+is missing) with status ``malformed``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from sentinel.decode.ot.common import (
 from sentinel.events import OTEvent
 
 PROTOCOL = "iec104"
-LAYERS = ("iec60870_104", "iec60870_asdu")
+LAYERS = ("iec60870_104", "iec60870_asdu", "_ws.malformed")  # with tshark's malformed marker
 FILTER = "iec60870_104"
 DISSECTOR = "iec60870_104"
 TRANSPORTS = ("tcp",)  # where --decode-as can hand it extra ports
@@ -215,7 +219,7 @@ COMMANDS = (("sco", "on", "qu"), ("dco", "on", "qu"), ("rco", "up", "qu"), ("qos
 class Normaliser:
     def __init__(self, max_objects: int = 64) -> None:
         self.max_objects = max_objects
-        self.stats = {"apdus": 0, "apdus_malformed": 0, "asdus_undecoded": 0}
+        self.stats = {"apdus": 0, "apdus_malformed": 0, "asdus_undecoded": 0, "asdus_malformed": 0}
 
     def packet(self, layers: dict[str, Any], base: FrameBase) -> list[OTEvent]:
         asdus = as_list(layers.get("iec60870_asdu"))
@@ -243,6 +247,10 @@ class Normaliser:
             else:
                 asdu = asdus.pop(0) if asdus else None
                 out.append(self._asdu(base, asdu, {"type": "I", **seq}))
+        if out and "_ws.malformed" in layers and out[-1].status != "malformed":
+            # the dissector ran out of data in the frame's last APDU (a truncated ASDU)
+            self.stats["asdus_malformed"] += 1
+            out[-1] = out[-1]._replace(status="malformed")
         return out
 
     def _apci_only(
@@ -265,15 +273,16 @@ class Normaliser:
                 detail={"apci": apci},
             )
         type_id = to_int(get(asdu, "iec60870_asdu.typeid"), 0) or 0
-        cot = to_int(get(asdu, "iec60870_asdu.causetx"), 0) or 0
+        cause = to_int(get(asdu, "iec60870_asdu.causetx"))  # None: a truncated ASDU
+        cot = cause or 0
         negative = to_bool(get(asdu, "iec60870_asdu.nega"))
         common = to_int(get(asdu, "iec60870_asdu.addr"))
         info = {
             "type_id": type_id,
             "sq": to_bool(get(asdu, "iec60870_asdu.sq")),
             "count": to_int(get(asdu, "iec60870_asdu.numix")),
-            "cot": cot,
-            "cot_name": COT.get(cot, unknown(cot)),
+            "cot": cause,
+            "cot_name": None if cause is None else COT.get(cause, unknown(cause)),
             "negative": negative,
             "test": to_bool(get(asdu, "iec60870_asdu.test")),
             "originator": to_int(get(asdu, "iec60870_asdu.oa")),
