@@ -16,11 +16,13 @@ Tier 1, deterministic and immediate (rule ids in ``sentinel.ml.rules``):
   analog value outside its range or moving faster than ever); a write identical to one
   already sent (same transaction id, function, address and values: a replay).
 
-Tier 2, per window of ``window_seconds`` every ``hop_seconds``: each channel with a scorer
-gets its window scored (all channels at once, ``scorer.CompiledForest`` for isolation
-forests); a window is anomalous when its score is below the calibrated threshold or a feature
-leaves its envelope, and a channel alerts when ``k`` of its last ``n`` windows are anomalous
-(once per episode).
+Tier 2, per window of ``window_seconds`` every ``hop_seconds``: a window of a channel with a
+scorer is anomalous when its score is below the calibrated threshold or a feature leaves its
+envelope, and a channel alerts when ``k`` of its last ``n`` windows are anomalous (once per
+episode). For isolation forests, a lower bound of the score (``scorer.ForestBounds``: the
+channel's lowest possible score, or the bound from the trees' roots) decides most windows;
+the others are scored all channels at once (``scorer.CompiledForest``), and a window that
+raises a finding is always scored, for its explanation.
 
 Every finding explains itself in ``evidence``: the check, the channel, and what was observed
 against what the baseline holds (the learned set, the envelope, the transitions that follow
