@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +154,39 @@ def service(
             for pid in children:
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
+
+
+class Hooks:
+    """A webhook receiver: every POST body with the monotonic and wall time it arrived."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, float, dict[str, Any]]] = []
+        self.event = threading.Event()
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hooks.received.append((time.monotonic(), time.time(), json.loads(body or b"{}")))
+                hooks.event.set()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+
+    def __enter__(self) -> Hooks:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

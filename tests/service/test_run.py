@@ -21,10 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ from sentinel.es.spool import FINDINGS, Spool
 from tests.craft import Conversation, adu, write
 from tests.respond.conftest import SMTP_PASSWORD, SMTP_USER, SmtpServer
 from tests.schedule.conftest import free_port
-from tests.service.support import Veth, jsonl, metrics, sample, service, wait
+from tests.service.support import Hooks, Veth, jsonl, metrics, sample, service, wait
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="live capture and netns need root"),
@@ -50,42 +47,6 @@ SENDER = (
     "p = rdpcap(sys.argv[1]); print(time.monotonic(), flush=True); "
     "sendp(p, iface=sys.argv[2], verbose=False)"
 )
-
-
-class Hooks:
-    """A webhook receiver: every POST body with the monotonic and wall time it arrived."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[float, float, dict[str, Any]]] = []
-        self.event = threading.Event()
-        hooks = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hooks.received.append((time.monotonic(), time.time(), json.loads(body or b"{}")))
-                hooks.event.set()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-
-    def __enter__(self) -> Hooks:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _spooled_findings(path: Path) -> list[dict[str, Any]]:
