@@ -21,7 +21,7 @@ id       finding (on requests unless said otherwise)           needs    techniqu
 9000707  file, block or memory deleted                         -        T0809 Data Destruction
 9000708  control command from a client not allowed            either   T0855 Unauth. Command
 9000709  setpoint / value write from a client not allowed     either   T0836 Modify Parameter
-9000710  unsolicited reporting disabled and not re-enabled     -        T0804 Block Reporting
+9000710  reporting disabled and not re-enabled (DNP3, 104)    -        T0804 Block Reporting
 9000711  device communication disabled (BACnet DCC)           -        T0814 Denial of Service
 9000712  clock set by a client not allowed                    either   T0855 Unauth. Command
 9000713  authentication failure (response, or error message)  -        T0859 Valid Accounts
@@ -43,6 +43,10 @@ controllers is what engineering workstations are for.
 then ENABLE_UNSOLICITED; a disable that is not followed by an enable to the same outstation
 within ``ot.policy.unsolicited_grace`` seconds is reported (checked on later OT events and
 every second of packet time; a disable in the last seconds of a capture is not reported).
+IEC 104 data transfer the same way: a STOPDT act (the station stops sending spontaneous
+data and commands' confirmations) not followed within the grace by a STARTDT act to the same
+device, on any connection (a redundant controlling station switches connections with
+STOPDT on one and STARTDT on another), is reported.
 
 Benign captures: with no configuration, the ics-samples captures (tests/ot/data/ics-samples)
 raise no finding; Zeek's DNP3 test captures raise restarts, stops, file deletion, the file
@@ -96,9 +100,7 @@ CONTROL = PolicyRule(
 WRITE = PolicyRule(
     9000709, "OT setpoint or value write from a client not allowed", "high", technique("T0836")
 )
-UNSOLICITED_OFF = PolicyRule(
-    9000710, "DNP3 unsolicited reporting disabled", "medium", technique("T0804")
-)
+UNSOLICITED_OFF = PolicyRule(9000710, "OT event reporting disabled", "medium", technique("T0804"))
 COMM_OFF = PolicyRule(9000711, "BACnet device communication disabled", "high", technique("T0814"))
 TIME = PolicyRule(9000712, "OT clock set by a client not allowed", "medium", technique("T0855"))
 AUTH_FAILURE = PolicyRule(9000713, "OT authentication failure", "medium", technique("T0859"))
@@ -145,6 +147,7 @@ FORCES: frozenset[tuple[str, str]] = frozenset(
     {("s7comm", "Programmer commands / Force"), ("s7comm", "Programmer commands / Force selection")}
 )
 BACNET_FILE_OBJECT = 10
+STOPDT_KEY = "iec104-stopdt"  # the unit of an IEC 104 STOPDT in the disabled-reporting table
 # The allowed-client family of each operation (rules 9000708, 9000709, 9000712).
 FAMILIES: dict[str, PolicyRule] = {"control": CONTROL, "write": WRITE, "time_sync": TIME}
 MAX_LISTED = 16
@@ -245,6 +248,13 @@ class OTPolicy(Detector):
             return
         if proto == "dnp3" and func == "ENABLE_UNSOLICITED":
             self.unsolicited.pop((server, ev.unit), None)
+            return
+        if proto == "iec104" and func in ("STOPDT_ACT", "STARTDT_ACT"):
+            key = (server, STOPDT_KEY)
+            if func == "STARTDT_ACT":
+                self.unsolicited.pop(key, None)
+            elif key not in self.unsolicited and len(self.unsolicited) < self.settings.max_tracked:
+                self.unsolicited[key] = ev
             return
         if proto == "bacnet" and func == "deviceCommunicationControl":
             if detail.get("enable_disable") in ("disable", "disable-initiation"):

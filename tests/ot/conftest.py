@@ -67,6 +67,9 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "iec104_auth_ok": craft.iec104_authentication(d / "iec104_auth_ok.pcap", False),
         "s7_force": craft.s7_force(d / "s7_force.pcap"),
         "cip_firmware": craft.cip_firmware(d / "cip_firmware.pcap"),
+        "iec104_stopdt": craft.iec104_stopdt(d / "iec104_stopdt.pcap", None),
+        "iec104_stopdt_same": craft.iec104_stopdt(d / "iec104_stopdt_same.pcap", "same"),
+        "iec104_stopdt_other": craft.iec104_stopdt(d / "iec104_stopdt_other.pcap", "other"),
     }
 
 

@@ -522,3 +522,29 @@ def cip_firmware(path: Path) -> Path:
     )
     c.close()
     return write(path, c.packets)
+
+
+def iec104_stopdt(path: Path, restart: str | None) -> Path:
+    """A controlling station interrogates the RTU, then stops data transfer (STOPDT act/con)
+    and keeps the connection alive with test frames for a minute. ``restart``: None (data
+    transfer stays stopped), ``"same"`` (STARTDT again 5 s later on the same connection) or
+    ``"other"`` (a redundant station's switch-over: STARTDT 5 s later on a second
+    connection)."""
+    m, o = _Station(), _Station()
+    c = Conversation("192.0.2.50", "192.0.2.60", 43020, 2404, t0=T0)
+    c.exchange(_u_frame(0x04), _u_frame(0x08))  # STARTDT act / con
+    c.exchange(m.i_frame(_asdu(100, 6, 0, b"\x14")), o.i_frame(_asdu(100, 7, 0, b"\x14")))
+    c.exchange(_u_frame(0x10), _u_frame(0x20))  # STOPDT act / con
+    other = None
+    if restart == "same":
+        c.exchange(_u_frame(0x04), _u_frame(0x08), dt=5.0)
+    elif restart == "other":
+        other = Conversation("192.0.2.51", "192.0.2.60", 43021, 2404, t0=T0 + 6.0)
+        other.exchange(_u_frame(0x04), _u_frame(0x08))
+    for _ in range(6):
+        c.exchange(_u_frame(0x40), _u_frame(0x80), dt=10.0)  # TESTFR act / con
+    c.close()
+    if other is not None:
+        other.close()
+        return write(path, c.packets, other.packets)
+    return write(path, c.packets)

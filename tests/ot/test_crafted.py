@@ -29,6 +29,7 @@ from tests.ot.conftest import records
         "dnp3_auth_fail",
         "dnp3_auth_ok",
         "dnp3_clock",
+        "iec104_stopdt_other",
     ],
 )
 def test_crafted_captures_are_not_malformed(crafted, tshark: str, name: str) -> None:

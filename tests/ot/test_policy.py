@@ -245,3 +245,12 @@ def test_dnp3_authentication_response_iin_and_objects(ot_run, crafted) -> None:
         (obj,) = responses[1]["dnp3"]["objects"]
         assert (obj["group"], obj["variation"]) == last[1:]
         assert [r["iin"] for r in records(a, "dnp3")] == [0x0200, 0x0200]
+
+
+def test_iec104_data_transfer_stopped(ot_run, crafted) -> None:
+    """STOPDT not followed by STARTDT to the same RTU within the grace: reporting blocked."""
+    a = ot_run(crafted["iec104_stopdt"])
+    assert ot_findings(a) == [("9000710", "STOPDT_ACT")]
+    assert a.findings[0]["threat"]["technique"]["id"] == ["T0804"]
+    assert ot_findings(ot_run(crafted["iec104_stopdt_same"])) == []
+    assert ot_findings(ot_run(crafted["iec104_stopdt_other"])) == []  # redundancy switch-over
