@@ -23,6 +23,11 @@ window that fills quickly (a partial window waited that long before too). Flows 
 extractor follows get their chunks one by one, in step with the other flows (FTP and TFTP tie
 flows together).
 
+Depth: like Suricata's ``stream.reassembly.depth``, only the first ``decode.stream_depth``
+bytes (default 1 MiB, 0: all) of each direction of a TCP connection are scanned as stream; the
+flow table stops handing a direction's chunks over there. Files are not bound by it (their own
+cap is ``max_file_bytes``): a flow the extractor follows keeps getting its chunks.
+
 Files: HTTP/1.x bodies, FTP data connections and TFTP transfers (``detectors/files.py``) are
 scanned whole (up to ``max_file_bytes``) when complete; a file-scoped rule can use ``pe``,
 ``filesize`` and ``uint16(0)``. A file match is not reported again when the stream scan already
@@ -354,6 +359,9 @@ class YaraScanner(Detector):
         self.extractor = FileExtractor(s) if s.extract_files else None
         self._streams: dict[tuple[str, bool], _Stream] = {}
         self._window = s.window_bytes
+        # TCP streams are scanned up to this offset per direction (decode.stream_depth; the
+        # flow table stops handing chunks over there, except to the file extractor)
+        self._depth = config.decode.stream_depth
         # Chunks may reach the scanner as late as bytes wait for their window anyway: a tail
         # is scanned flush_seconds after it arrived either way.
         self.batch_seconds = s.flush_seconds
@@ -379,6 +387,18 @@ class YaraScanner(Detector):
         out: list[Finding] = []
         if st is None:
             st = self._new_stream(chunk, out)
+        depth = self._depth
+        if depth and chunk.offset + len(data) > depth and not st.udp:
+            # Past the stream depth (only a flow the file extractor follows comes this far):
+            # the window stops at the depth, the extractor gets every byte.
+            if chunk.offset < depth:
+                self._window_add(st, data[: depth - chunk.offset], chunk.ts, chunk.frame, out)
+            if st.files:
+                extractor = self.extractor
+                for f in extractor.feed(chunk, chunk.offset, st.udp):  # type: ignore[union-attr]
+                    self._file(f, out)
+                st.files = extractor.tracks(chunk.uid)  # type: ignore[union-attr]
+            return out
         buf = st.buf
         offset = st.base + len(buf)
         ts = chunk.ts
@@ -403,6 +423,26 @@ class YaraScanner(Detector):
                 self._file(f, out)
             st.files = extractor.tracks(chunk.uid)  # type: ignore[union-attr]
         return out
+
+    def _window_add(
+        self, st: _Stream, data: bytes, ts: float, frame: int, out: list[Finding]
+    ) -> None:
+        """``on_stream``'s window steps for one chunk, without the file extractor."""
+        st.offs.append(st.end)
+        st.times.append(ts)
+        st.frames.append(frame)
+        if len(st.offs) > MAX_CHUNKS:
+            st.compact()
+        st.buf += data
+        st.last = ts
+        if st.since is None:
+            st.since = ts
+        window, overlap = self._window, self.settings.overlap_bytes
+        if len(st.buf) >= window:
+            while len(st.buf) >= window:
+                self._scan(st, st.base + window, out)
+                st.drop_before(st.base + window - overlap)
+            st.since = ts if st.end > st.scanned else None
 
     def on_stream_batch(self, batch: StreamBatch) -> list[Finding] | None:
         """What the pipeline calls: the chunks of ``on_stream``, several at a time. Each goes

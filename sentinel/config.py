@@ -71,6 +71,10 @@ class Decode(_Strict):
     tcp_idle_timeout: float = Field(300.0, gt=0)
     udp_idle_timeout: float = Field(60.0, gt=0)
     max_stream_buffer: int = Field(65536, ge=1024)
+    # Content inspection depth per TCP direction, like Suricata's stream.reassembly.depth:
+    # YARA stream windows and stream content rules see a direction's first stream_depth bytes
+    # only (0: all). The Modbus decoder and file extraction are not limited by it.
+    stream_depth: int = Field(1 << 20, ge=0)
     max_pending_requests: int = Field(500, ge=1)
 
 

@@ -76,6 +76,7 @@ class Flow:
         "frame",
         "hist_bits",
         "history",
+        "inspect",
         "key",
         "last_frame",
         "last_ts",
@@ -110,6 +111,9 @@ class Flow:
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
         self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
         self.stream_hooks: list[StreamHook | None] = [None, None]  # per direction
+        # Whether a direction's chunks still go to the stream consumers (the stream and batch
+        # hooks): False when there is none, or beyond the stream depth.
+        self.inspect = [False, False]
         self.analyzer: AppAnalyzer | None = None
         # In-order payload waiting for the batch hook, per direction: [(data, ts, frame)] and
         # the stream offset of its first byte.
@@ -251,6 +255,10 @@ class FlowTable:
     # Bytes batched since all batches were last handed over at once, before they all are:
     # a bound on what the batches hold.
     batch_bytes = 16 << 20
+    # Content inspection depth per TCP direction (Suricata's ``stream.reassembly.depth``): the
+    # stream and batch hooks get a direction's first ``stream_depth`` bytes only; 0: all.
+    # The analyzer (the Modbus decoder) always gets every byte.
+    stream_depth = 0
 
     def __init__(
         self,
@@ -319,18 +327,23 @@ class FlowTable:
                 if seq == nxt and not stream.pending and analyzer is not None:
                     # The hot path: in-order data on a flow with an analyzer.
                     stream.next_seq = (nxt + len(payload)) & SEQ_MASK
-                    hook = flow.stream_hooks[is_orig]
-                    if hook is not None:
-                        hook(flow, is_orig, payload, ts, frame)
-                    if self.batch_hook is not None:
-                        batch = flow.batch[is_orig]
-                        if batch is None or len(batch) >= self.batch_segments:
-                            self._batch(flow, is_orig, payload, ts, frame)
+                    if flow.inspect[is_orig]:
+                        depth = self.stream_depth
+                        if depth and flow.stream_offsets[is_orig] + len(payload) > depth:
+                            self._at_depth(flow, is_orig, payload, ts, frame)
                         else:
-                            batch.append((payload, ts, frame))
-                            self._batched_bytes += len(payload)
-                            if self._batched_bytes >= self.batch_bytes:
-                                self.flush_batches()
+                            hook = flow.stream_hooks[is_orig]
+                            if hook is not None:
+                                hook(flow, is_orig, payload, ts, frame)
+                            if self.batch_hook is not None:
+                                batch = flow.batch[is_orig]
+                                if batch is None or len(batch) >= self.batch_segments:
+                                    self._batch(flow, is_orig, payload, ts, frame)
+                                else:
+                                    batch.append((payload, ts, frame))
+                                    self._batched_bytes += len(payload)
+                                    if self._batched_bytes >= self.batch_bytes:
+                                        self.flush_batches()
                     flow.stream_offsets[is_orig] += len(payload)
                     analyzer.feed(is_orig, payload, ts, frame)
                 else:
@@ -499,11 +512,16 @@ class FlowTable:
         self._drain(flow, is_orig, stream, ts, frame)
 
     def _deliver(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-        hook = flow.stream_hooks[is_orig]
-        if hook is not None:
-            hook(flow, is_orig, data, ts, frame)
-        if self.batch_hook is not None:
-            self._batch(flow, is_orig, data, ts, frame)
+        if flow.inspect[is_orig]:
+            depth = self.stream_depth
+            if depth and flow.stream_offsets[is_orig] + len(data) > depth:
+                self._at_depth(flow, is_orig, data, ts, frame)
+            else:
+                hook = flow.stream_hooks[is_orig]
+                if hook is not None:
+                    hook(flow, is_orig, data, ts, frame)
+                if self.batch_hook is not None:
+                    self._batch(flow, is_orig, data, ts, frame)
         flow.stream_offsets[is_orig] += len(data)
         analyzer = flow.analyzer
         if analyzer is None:
@@ -513,6 +531,32 @@ class FlowTable:
             if analyzer is None:
                 return
         analyzer.feed(is_orig, data, ts, frame)
+
+    def _at_depth(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
+        """A TCP chunk that reaches past the stream depth: the stream consumers get its bytes
+        up to the depth, then the direction's stream hook is dropped and it leaves the batch
+        hook, counted once (``tcp.stream_depth_reached``). A flow whose batch consumer takes
+        its chunks one by one (file extraction follows it) keeps getting them whole, beyond
+        the depth, until the consumer accepts batches: the depth bounds content inspection,
+        not file extraction, and that consumer applies the depth to its own scanning."""
+        offset = flow.stream_offsets[is_orig]
+        room = self.stream_depth - offset
+        if room >= 0:  # this chunk crosses the depth (an earlier one ended at most on it)
+            self.stats["tcp.stream_depth_reached"] += 1
+            hook = flow.stream_hooks[is_orig]
+            if room and hook is not None:
+                hook(flow, is_orig, data[:room], ts, frame)
+            flow.stream_hooks[is_orig] = None  # after: the router sets it at a first chunk
+        if self.batch_hook is None:
+            flow.inspect[is_orig] = False
+            return
+        if not flow.batching:
+            self._batch(flow, is_orig, data, ts, frame)  # whole: see above
+            if not flow.batching:
+                return
+        elif room > 0:
+            self._batch(flow, is_orig, data[:room], ts, frame)
+        flow.inspect[is_orig] = False
 
     def _route(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
         """The stream hook of a direction before its first chunk: ask the router, once."""
@@ -599,6 +643,8 @@ class FlowTable:
             flow.stream_hooks = [self._route, self._route]
         elif self.stream_hook is not None:
             flow.stream_hooks = [self.stream_hook, self.stream_hook]
+        if self.stream_router or self.stream_hook or self.batch_hook:
+            flow.inspect = [True, True]
         flow.analyzer = self.choose_analyzer(flow, None)
         return flow, sender_is_orig
 

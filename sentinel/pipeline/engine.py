@@ -456,6 +456,7 @@ class Pipeline:
             udp_timeout=dc.udp_idle_timeout,
             max_stream_buffer=dc.max_stream_buffer,
         )
+        flows.stream_depth = dc.stream_depth
         p = self.pseudonymizer
         if p is not None:  # every address is mapped before any event carries it
             flows.address_mapper = p.address

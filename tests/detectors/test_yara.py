@@ -593,3 +593,68 @@ def test_struct_layout_of_crafted_s7_frames() -> None:
     for frame in (S7_STOP, S7_HOT_START, S7_COLD_START, S7_READ_VAR, S7_INSERT_BLOCK):
         assert struct.unpack(">H", frame[2:4])[0] == len(frame)
         assert struct.unpack(">H", frame[13:15])[0] == len(frame) - 17
+
+
+# ---------------------------------------------------------------- stream depth
+def depth_config(depth: int) -> Config:
+    return Config.model_validate({"decode": {"stream_depth": depth}})
+
+
+def marker_stream(before: int, after: int, size: int = 1000) -> list[bytes]:
+    """Segments of ``size`` bytes carrying MARKER at stream offsets ``before`` and ``after``."""
+    payload = bytearray(b"\x00" * (after + 2 * size))
+    payload[before : before + len(MARKER)] = MARKER
+    payload[after : after + len(MARKER)] = MARKER
+    return [bytes(payload[i : i + size]) for i in range(0, len(payload), size)]
+
+
+@pytest.mark.parametrize(
+    ("depth", "offsets"),
+    [
+        (None, [5000]),  # the default, 1 MiB: the marker at 1.2 MB is beyond it
+        (1 << 20, [5000]),
+        (0, [5000, 1_200_000]),  # unlimited: both are found
+    ],
+)
+def test_stream_scan_stops_at_the_stream_depth(
+    tmp_path: Path, depth: int | None, offsets: list[int]
+) -> None:
+    config = Config() if depth is None else depth_config(depth)
+    rules = tmp_path / "test_rules.yar"
+    rules.write_text(TEST_RULES)
+    det = YaraScanner(config, YaraSettings(rules=[str(rules)]))
+    pcap = save(tmp_path / "c.pcap", tcp_stream(HMI, PLC, 4444, marker_stream(5000, 1_200_000)))
+    a = run_analysis(pcap, tmp_path / "out", config, [det])
+    assert summary(a.findings) == [("9009002", len(offsets))]  # folded by the aggregator
+    assert evidence(a.findings[0])["stream_offset"] == offsets[0]
+    reached = a.stats["tcp"].get("stream_depth_reached", 0)
+    assert reached == (0 if depth == 0 else 1)  # the server sent nothing
+
+
+def test_match_straddling_the_stream_depth_is_not_found(tmp_path: Path) -> None:
+    config = depth_config(4096)
+    rules = tmp_path / "test_rules.yar"
+    rules.write_text(TEST_RULES)
+    det = YaraScanner(config, YaraSettings(rules=[str(rules)]))
+    a = run_analysis(
+        save(tmp_path / "c.pcap", tcp_stream(HMI, PLC, 4444, marker_stream(1000, 4090))),
+        tmp_path / "out",
+        config,
+        [det],
+    )
+    assert [evidence(f)["stream_offset"] for f in a.findings] == [1000]
+
+
+def test_files_are_extracted_beyond_the_stream_depth(tmp_path: Path) -> None:
+    config = depth_config(1024)
+    rules = tmp_path / "test_rules.yar"
+    rules.write_text(TEST_RULES)
+    det = YaraScanner(config, YaraSettings(rules=[str(rules)]))
+    body = b"0" * 3000 + MARKER + b"1" * 3000
+    pcap = save(tmp_path / "c.pcap", http_get(HMI, "192.0.2.80", "/notes.txt", body))
+    a = run_analysis(pcap, tmp_path / "out", config, [det])
+    # not seen in the stream (beyond 1 KiB), found in the file rebuilt from all its bytes
+    assert summary(a.findings) == [("9009002", 1)]
+    ev = evidence(a.findings[0])
+    assert ev["scope"] == "file" and ev["file"]["size"] == len(body)
+    assert a.stats["tcp"]["stream_depth_reached"] >= 1

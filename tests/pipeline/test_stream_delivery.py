@@ -73,3 +73,17 @@ def test_gates_narrow_on_stream_and_batches_carry_every_chunk(tmp_path: Path) ->
     # offsets and frames stay those of the whole stream
     assert [c for c in sized.seen if c[0]] == [c for c in client if len(c[2]) >= 6]
     assert len([c for c in nothing.seen if not c[0]]) == len(REPLIES)
+
+
+def test_stream_consumers_stop_at_the_stream_depth(tmp_path: Path) -> None:
+    """Per chunk and in batches, a direction's bytes go up to decode.stream_depth (the chunk
+    that crosses it cut there), none after; the other direction is not affected."""
+    config = Config.model_validate({"decode": {"stream_depth": 10}})
+    every, batches = Chunks(None), Batches()
+    pcap = save(tmp_path / "c.pcap", tcp_stream(HMI, PLC, 4444, SEGMENTS, REPLIES))
+    result = run_analysis(pcap, tmp_path / "out", config, [every, batches])
+    client = [c for c in every.seen if c[0]]
+    assert [(c[1], c[2]) for c in client] == [(0, b"AAA"), (3, b"bbbbbb"), (9, b"c")]
+    assert sorted(batches.seen) == sorted(every.seen)
+    assert [c[2] for c in every.seen if not c[0]] == REPLIES  # 8 bytes: under the depth
+    assert result.stats["tcp"]["stream_depth_reached"] == 1
