@@ -17,8 +17,11 @@ of a subclass that overrides just those ``on_*`` methods.
 
 DNP3: rules with DNP3 keywords, ``dnp3_data`` or ``app-layer-event:dnp3.*`` match the
 tshark-decoded DNP3 messages (``on_ot``); each message is one transaction direction, so a
-signature alerts at most once per message. EVE alerts carry ``app_proto: dnp3``, the
-``dnp3`` object and ``tx_id`` (per flow, counted over the DNP3 messages this detector saw).
+signature alerts at most once per message. The native DNP3 link checker's events
+(``dnp3.bad_link_crc``, ``dnp3.len_too_small`` for a link length below 5, ``dnp3.flooded``;
+``sentinel/decode/dnp3_link.py``) arrive as anomalies and are matched at once, on their own.
+EVE alerts carry ``app_proto: dnp3``, the ``dnp3`` object and ``tx_id`` (per flow, counted
+over the DNP3 messages this detector saw).
 
 Protocol events: the decoder reports an anomaly just before the message it concerns (same
 flow, direction and frame), so anomalies wait in ``_pending`` until that message arrives and
@@ -86,7 +89,7 @@ class RuleDetector(Detector):
         if engine.wants_app or engine.needs_modbus_flows or eve is not None:
             wanted.update(("on_modbus", "on_anomaly"))
         if engine.wants_dnp3:
-            wanted.add("on_ot")
+            wanted.update(("on_ot", "on_anomaly"))  # DNP3 link checker: dnp3.* anomalies
         variant = cls._variant(frozenset(wanted))
         inst = super().__new__(variant)
         inst._preloaded = (ruleset, engine, eve)
@@ -160,6 +163,9 @@ class RuleDetector(Detector):
         return None if gate is None else StreamGate(gate)
 
     def _on_anomaly(self, event: Anomaly) -> list[Finding] | None:
+        if event.name.startswith("dnp3."):  # the DNP3 link checker's: no message follows
+            alerts = self.engine.inspect_event(event)
+            return self._report(alerts) if alerts else None
         out = None
         pending = self._pending
         if pending:

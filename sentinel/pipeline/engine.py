@@ -26,6 +26,8 @@ import orjson
 
 from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
+from sentinel.decode.dnp3_link import Dnp3LinkAnalyzer
+from sentinel.decode.dnp3_link import link_ports as dnp3_link_ports
 from sentinel.decode.flow import Flow, FlowTable, StreamHook
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
@@ -165,6 +167,7 @@ class Pipeline:
         self.sites = SiteLabels(config)
         self.inventory = Inventory(config)
         self.modbus_ports = frozenset(config.decode.modbus_ports)
+        self.dnp3_ports = dnp3_link_ports(config)  # the native DNP3 link checker's
         self.by_function: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
         self.findings_by_severity: Counter[str] = Counter()
@@ -314,12 +317,16 @@ class Pipeline:
         return not self._external.empty()
 
     # -- flows and bytes
-    def _choose_analyzer(self, flow: Flow, first_payload: bytes | None) -> ModbusAnalyzer | None:
+    def _choose_analyzer(
+        self, flow: Flow, first_payload: bytes | None
+    ) -> ModbusAnalyzer | Dnp3LinkAnalyzer | None:
         if flow.proto != PROTO_TCP:
             return None
         if first_payload is None:
             if flow.conn.resp_p in self.modbus_ports:
                 return ModbusAnalyzer(flow, self, self.config.decode.max_pending_requests)
+            if flow.conn.resp_p in self.dnp3_ports:  # beside the tshark path (dnp3_link.py)
+                return Dnp3LinkAnalyzer(flow, self)
             return None
         if looks_like_modbus_request(first_payload):
             return ModbusAnalyzer(flow, self, self.config.decode.max_pending_requests)

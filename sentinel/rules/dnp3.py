@@ -105,7 +105,10 @@ LEGACY_IIN_MASK = 0xFF0F  # 7/8: iin1 & (flags >> 8) || iin2 & (flags & 0xf)
 
 # --------------------------------------------------------------------------- events
 # Suricata's DNP3 app-layer events (rules/dnp3-events.rules, sids 22700xx). All can be named
-# in rules; PRODUCED are those Sentinel raises from tshark's dissection (decode/ot/dnp3.py).
+# in rules and all are produced: ``flooded``, ``bad_link_crc`` and ``len_too_small`` for a
+# link length below 5 by the native link checker (decode/dnp3_link.py, as ``Anomaly``
+# events), the others (and ``len_too_small`` for short user data) from tshark's dissection
+# (decode/ot/dnp3.py, on the message they concern).
 DNP3_EVENTS: dict[str, str] = {
     "flooded": "more than 32 live transactions in a flow",
     "len_too_small": "a frame too short for the transport and application headers (+ IIN)",
@@ -117,23 +120,10 @@ DNP3_EVENTS: dict[str, str] = {
     "too_long_reassembly": "an application fragment longer than 63 x 255 bytes",
     "malformed": "a message the decoder could not take apart",
 }
-PRODUCED_EVENTS = frozenset(
-    {
-        "len_too_small",
-        "bad_transport_crc",
-        "unknown_object",
-        "too_many_points",
-        "too_many_objects",
-        "too_long_reassembly",
-        "malformed",
-    }
-)
-NOT_PRODUCED = {
-    "flooded": "Suricata counts its own unfreed transaction objects; tshark's dissection has "
-    "no such state",
-    "bad_link_crc": "tshark's DNP3 dissector rejects a frame whose header CRC is wrong, so the "
-    "frame never reaches the DNP3 decoder",
-}
+PRODUCED_EVENTS = frozenset(DNP3_EVENTS)
+# Events a rule can name but Sentinel never raises (a load warning says so): none since the
+# link checker.
+NOT_PRODUCED: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- integers

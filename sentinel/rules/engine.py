@@ -732,15 +732,22 @@ class RuleEngine:
         return out if len(out) < 2 else _one_per_signature(out)
 
     def inspect_event(self, ev: Anomaly) -> list[Alert]:
-        """A protocol event raised outside any message (framing error, non-Modbus bytes)."""
+        """A protocol event raised outside any message (framing error, non-Modbus bytes, the
+        DNP3 link checker's ``dnp3.*`` events): ``dnp3`` rules see the DNP3 events, the
+        other app rules the others."""
         plan = self.plans.get((ev.uid, ev.is_orig)) or self.plan(
             ev.uid, ev.conn, ev.is_orig, PROTO_TCP
         )
-        if not plan.app_events:
+        proto, _, name = ev.name.partition(".")
+        candidates = plan.dnp3 if proto == "dnp3" else plan.app_events
+        if not candidates:
             return []
-        name = ev.name.split(".", 1)[1]
         out: list[Alert] = []
-        for c in plan.app_events:
+        for c in candidates:
+            if c.dnp3 or c.dnp3_data is not None or not c.event_names:
+                continue  # DNP3 keywords need a message (inspect_ot)
+            if proto == "dnp3" and c.established is False:  # TCP data: past the handshake
+                continue
             if c.modbus or name not in c.event_names or len(c.event_names) > 1:
                 continue
             if c.conditions and not self._flowbits_ok(c, ev.uid):

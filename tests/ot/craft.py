@@ -387,6 +387,34 @@ def dnp3_bad_data_crc(frame: bytes) -> bytes:
     return frame[:-1] + bytes([frame[-1] ^ 0xFF])
 
 
+def dnp3_bad_header_crc(frame: bytes) -> bytes:
+    """A link frame whose header CRC is wrong (its data blocks stay right)."""
+    return frame[:8] + bytes([frame[8] ^ 0xFF]) + frame[9:]
+
+
+def dnp3_link_header(length: int, ctrl: int, src: int, dst: int) -> bytes:
+    """A bare link header with a correct CRC and the given length octet (IEEE 1815 9.2.4.1:
+    below 5 it cannot even hold control, destination and source)."""
+    header = b"\x05\x64" + bytes([length, ctrl]) + struct.pack("<HH", dst, src)
+    return header + _crc(header)
+
+
+def dnp3_unanswered_reads(c: Conversation, n: int, first_seq: int = 0) -> None:
+    """``n`` READ class 1 requests, application sequences ``first_seq`` + i (mod 16), sent by
+    the master without waiting for responses."""
+    for i in range(n):
+        seq = (first_seq + i) & 0x0F
+        c.send(
+            True, dnp3_frame(bytes([0xC0 | seq, 0x01, 0x3C, 0x02, 0x06]), 1, 10, True, i), dt=0.01
+        )
+
+
+def dnp3_responses(c: Conversation, seqs: list[int]) -> None:
+    """Empty solicited responses (IIN 0) from the outstation with these sequences."""
+    for seq in seqs:
+        c.send(False, dnp3_frame(bytes([0xC0 | seq, 0x81, 0x00, 0x00]), 10, 1, False, seq), dt=0.01)
+
+
 def dnp3_conversation(sport: int = 44010) -> Conversation:
     """Master 192.0.2.70 -> outstation 192.0.2.80:20000, link addresses 1 -> 10."""
     return Conversation("192.0.2.70", "192.0.2.80", sport, 20000, t0=T0)

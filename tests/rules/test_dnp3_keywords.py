@@ -155,14 +155,20 @@ def test_a_rule_error_carries_its_location() -> None:
         ("dnp3_ind:010;", "read as octal"),
         ("dnp3_obj:074,2;", "read as octal (60)"),
         ("dnp3_func:confirm;", "CONFIRM requests are not transactions"),
-        ("app-layer-event:dnp3.bad_link_crc;", "never raises dnp3.bad_link_crc"),
-        ("app-layer-event:dnp3.flooded;", "never raises dnp3.flooded"),
     ],
 )
 def test_warnings(options: str, warning: str) -> None:
     rs = _load(f'alert dnp3 any any -> any any (msg:"w"; {options} sid:3;)\n')
     assert [r.sid for r in rs.rules] == [3]  # loaded
     assert any(warning in p.message for p in rs.warnings), [p.message for p in rs.warnings]
+
+
+@pytest.mark.parametrize("event", ["bad_link_crc", "flooded", "len_too_small"])
+def test_link_checker_events_load_without_warning(event: str) -> None:
+    """The native link checker (decode/dnp3_link.py) produces them: no 'cannot match'."""
+    rs = _load(f'alert dnp3 any any -> any any (msg:"e"; app-layer-event:dnp3.{event}; sid:4;)\n')
+    assert [r.sid for r in rs.rules] == [4]
+    assert not rs.warnings, [p.message for p in rs.warnings]
     assert all(p.location.line == 1 for p in rs.warnings)
 
 

@@ -24,7 +24,10 @@ from tests.craft import Conversation, write
 from tests.ot import craft
 from tests.ot.conftest import ZEEK_DNP3
 
-DNP3_EVENT_SIDS = {"2270001", "2270003", "2270004", "2270005", "2270006", "2270007", "2270101"}
+DNP3_EVENT_SIDS = {
+    "2270000", "2270001", "2270002", "2270003", "2270004", "2270005", "2270006", "2270007",
+    "2270101",
+}  # fmt: skip
 
 
 def _fragment(c: Conversation, app: bytes, master: bool = True) -> None:
@@ -103,7 +106,42 @@ def complete_object_header(c: Conversation) -> None:
     craft.dnp3_request(c, bytes.fromhex("c0013c02000000"), bytes.fromhex("c0810000"))
 
 
+# The native link checker's events (sentinel/decode/dnp3_link.py): tshark does not dissect
+# these frames, the alert is on the event alone (no DNP3 message in its evidence).
+def bad_link_crc(c: Conversation) -> None:
+    c.send(True, craft.dnp3_bad_header_crc(craft.dnp3_frame(READ_CLASS1, 1, 10, True)))
+    craft.dnp3_request(c, READ_CLASS1, bytes.fromhex("c0810000"))  # the retry, answered
+
+
+def link_length_3(c: Conversation) -> None:
+    c.send(True, craft.dnp3_link_header(3, 0xC4, 1, 10))
+    craft.dnp3_request(c, READ_CLASS1, bytes.fromhex("c0810000"))
+
+
+def link_status_request(c: Conversation) -> None:
+    """Link length 5, the smallest there is: a REQUEST_LINK_STATUS (9) and its LINK_STATUS."""
+    c.send(True, craft.dnp3_link_header(5, 0xC9, 1, 10))
+    c.send(False, craft.dnp3_link_header(5, 0x0B, 10, 1))
+    normal_session(c)
+
+
+def unanswered_reads(n: int) -> Callable[[Conversation], None]:
+    def build(c: Conversation) -> None:
+        craft.dnp3_unanswered_reads(c, n)
+
+    build.__name__ = f"unanswered_reads_{n}"
+    return build
+
+
+LINK_CHECKER_CASES = {"bad_link_crc", "link_length_3", "unanswered_reads_33"}
+
 CASES: list[tuple[str, Callable[[Conversation], None], dict[str, int]]] = [
+    ("2270000", unanswered_reads(33), {"2270000": 1}),
+    ("2270000", unanswered_reads(32), {}),
+    ("2270001", link_length_3, {"2270001": 1}),
+    ("2270001", link_status_request, {}),
+    ("2270002", bad_link_crc, {"2270002": 1}),
+    ("2270002", normal_session, {}),
     ("2270001", response_without_iin, {"2270001": 1}),
     ("2270001", normal_session, {}),
     ("2270001", authentication_response_without_iin, {"2270001": 1}),
@@ -151,11 +189,15 @@ def test_shipped_dnp3_rule(case: tuple, tmp_path: Path, analyze) -> None:
     assert dict(_alerts(result)) == expected
     if expected:
         [finding] = [f for f in result.findings if f["rule"]["id"] == case[0]]
-        [event] = finding["sentinel"]["evidence"]["events"]
+        evidence = finding["sentinel"]["evidence"]
+        [event] = evidence["events"]
         name = event["name"]
-        assert name.startswith("dnp3.") and finding["sentinel"]["evidence"]["dnp3"]["events"] == [
-            name.removeprefix("dnp3.")
-        ]
+        assert name.startswith("dnp3.")
+        if build.__name__ in LINK_CHECKER_CASES:
+            assert evidence["inspected"] == "event" and "dnp3" not in evidence
+            assert result.stats["anomalies"] == {name: 1}
+        else:
+            assert evidence["dnp3"]["events"] == [name.removeprefix("dnp3.")]
 
 
 def test_every_shipped_dnp3_rule_has_a_positive_and_a_negative_case() -> None:
