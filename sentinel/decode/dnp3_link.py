@@ -108,7 +108,7 @@ class Dnp3LinkAnalyzer:
         self.conn = flow.conn
         self._bus = bus
         self.service: str | None = None  # see the module docstring
-        self.frames = 0  # link frames with a good header CRC
+        self.frames = 0  # complete link frames with a good header CRC
         self._buffers = [b"", b""]  # [responder, originator]
         # Per direction: None until its first two bytes are seen, then whether it is out of
         # step with the frames (silent resynchronisation).
@@ -153,9 +153,9 @@ class Dnp3LinkAnalyzer:
                 pos = start + 2  # resynchronise on the next start octets
                 continue
             lost = self._lost[is_orig] = False
-            self.frames += 1
             length = buf[start + 2]
             if length < MIN_LENGTH:
+                self.frames += 1
                 self._anomaly(
                     is_orig,
                     ts,
@@ -170,6 +170,7 @@ class Dnp3LinkAnalyzer:
             if end > size:
                 pos = start
                 break
+            self.frames += 1
             if user:
                 self._user_data(buf, start, user, ts, frame, is_orig)
             pos = end
