@@ -45,10 +45,11 @@ block CRC is wrong (``dnp.data_chunk.CRC.status`` 0) becomes an event of its own
 segment is dropped and the fragment being reassembled with it discarded, as Suricata does).
 So does the FIN segment of a fragment that outgrew 63 x 255 bytes (``too_long_reassembly``):
 tshark numbers transport segments modulo 64 and never completes such a fragment.
-Not produced, because tshark's view cannot show them: ``bad_link_crc`` (the dissector
+Not produced here, because tshark's view cannot show them: ``bad_link_crc`` (the dissector
 rejects a frame whose header CRC is wrong: the bytes stay plain TCP, outside the ``dnp3``
-display filter), ``flooded`` (Suricata's count of its own live transaction objects) and
-``len_too_small`` for a link length below 5 (no ``dnp3`` layer either).
+display filter), ``flooded`` (no transaction state) and ``len_too_small`` for a link length
+below 5 (no ``dnp3`` layer either). The native link checker raises these three
+(``sentinel/decode/dnp3_link.py``), as ``Anomaly`` events; each event has one producer.
 """
 
 from __future__ import annotations
