@@ -8,12 +8,15 @@ event rule in tests/rules/test_dnp3_shipped.py.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from sentinel.detectors.suricata import RuleDetector
+from sentinel.pipeline.engine import Pipeline
+from sentinel.sinks.eve import EveSink
 from tests.conftest import run_analysis
 from tests.craft import write
 from tests.ot import craft
@@ -104,6 +107,29 @@ def test_events_join_the_flow_and_its_tshark_events(tmp_path: Path, tshark: str)
     assert {r["uid"] for r in ot} == {f["sentinel"]["flow_uid"] for f in link} == {flow["uid"]}
     # One producer per event: tshark's len_too_small does not repeat the link checker's.
     assert [r["dnp3"].get("events") for r in ot] == [None, None]  # written when there are
+
+
+def test_eve_alert_of_a_link_event(tmp_path: Path, tshark: str) -> None:
+    c = craft.dnp3_conversation()
+    c.send(True, craft.dnp3_bad_header_crc(craft.dnp3_frame(READ, 1, 10, True)))
+    craft.dnp3_request(c, READ, bytes.fromhex("c0810000"))
+    c.close()
+    pcap = write(tmp_path / "capture.pcap", c.packets)
+    config = ot_config()
+    eve = EveSink(tmp_path / "out")
+    Pipeline(config, tmp_path / "out", [RuleDetector(config, eve=eve)], [eve]).run(pcap)
+    alerts = [
+        r
+        for r in map(json.loads, (tmp_path / "out" / "eve.json").open())
+        if r["event_type"] == "alert"
+    ]
+    [alert] = alerts
+    assert alert["alert"]["signature_id"] == 2270002 and alert["app_proto"] == "dnp3"
+    assert alert["direction"] == "to_server" and (alert["dest_port"], alert["pcap_cnt"]) == (
+        20000,
+        4,  # handshake, then the bad frame
+    )
+    assert "dnp3" not in alert and "tx_id" not in alert  # no message, no transaction
 
 
 def test_off_switch_turns_the_checker_off(tmp_path: Path, tshark: str) -> None:
