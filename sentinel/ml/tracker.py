@@ -94,12 +94,13 @@ _INLINE: list[Any] = []  # a slot's span marker: compute it per request
 
 def new_slot(cmd: Command, fields: dict[str, Any]) -> list[Any]:
     """A command's slot: [command, when last sent, values of its last read, when read,
-    the slot it was verified after (``Tracker.verify``), address span lo, end]."""
+    the slot it was verified after (``Tracker.verify``), address span lo, end, the last bucket
+    its span went into]."""
     if cmd[0] in _SPAN_IN_COMMAND:
         lo, end = span(cmd, fields)
     else:
         lo = end = _INLINE
-    return [cmd, None, None, 0.0, _UNSET, lo, end]
+    return [cmd, None, None, 0.0, _UNSET, lo, end, None]
 
 
 def command_text(cmd: Command) -> str:
@@ -290,6 +291,14 @@ class Tracker:
         self.conns_units[(msg.uid, msg.unit)] = c
         return c, found
 
+    def _new_slot(self, ch: ChannelState, cmd: Command, fields: dict[str, Any]) -> list[Any] | None:
+        """A command's first request on a channel: its slot (None beyond ``MAX_COMMANDS``)."""
+        if len(ch.slots) < MAX_COMMANDS:
+            slot = ch.slots[cmd] = new_slot(cmd, fields)
+            return slot
+        self.stats["commands_untracked"] += 1
+        return None
+
     def modbus(self, msg: ModbusMessage) -> list[Finding] | None:
         # The hot path: runs for every Modbus message; keep it lean (see docs/ml.md, cost).
         # One tuple unpack is much cheaper than a dozen NamedTuple attribute look-ups.
@@ -310,12 +319,6 @@ class Tracker:
         b = ch.bucket
         found = None
         if is_orig:
-            if 0 < fc < 5:
-                cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
-                write = False
-            else:
-                cmd = command(fc, fields)
-                write = fc in WRITE_FCS
             b[N_REQ] += 1.0  # float constants: the interpreter's fast float add
             ch.last_req = ts
             if not ch.active and ch.windowed:
@@ -323,35 +326,44 @@ class Tracker:
                 ch.warm = 0
                 ch.ring.clear()
                 self.active[ch.key] = ch
-            slots = ch.slots
-            slot = slots.get(cmd)
+            if 0 < fc < 5:  # reads, most of the traffic
+                cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
+                write = False
+            else:
+                cmd = command(fc, fields)
+                write = fc in WRITE_FCS
+                if not write:
+                    b[N_OTHER] += 1.0
+            slot = ch.slots.get(cmd)
             if slot is None:
-                if len(slots) < MAX_COMMANDS:
-                    slot = slots[cmd] = new_slot(cmd, fields)
-                else:
-                    self.stats["commands_untracked"] += 1
+                slot = self._new_slot(ch, cmd, fields)
             if write:
                 b[N_WRITE] += 1.0
+            elif slot is not None:
+                last = slot[1]
+                if last is not None:
+                    ia = ts - last
+                    b[S_IA] += ia
+                    b[S_IA2] += ia * ia
+                    if ia > b[MAX_IA]:
+                        b[MAX_IA] = ia
+                else:  # N_IA is completed when the bucket closes (``_close``)
+                    b[N_IA] -= 1.0
+                slot[1] = ts
             else:
-                if not 0 < fc < 5:
-                    b[N_OTHER] += 1.0
-                if slot is not None:
-                    last = slot[1]
-                    if last is not None:
-                        ia = ts - last
-                        b[N_IA] += 1.0
-                        b[S_IA] += ia
-                        b[S_IA2] += ia * ia
-                        if ia > b[MAX_IA]:
-                            b[MAX_IA] = ia
-                    slot[1] = ts
-            if slot is not None:  # the command's address span, computed once
+                b[N_IA] -= 1.0
+            # The address span: a command's once per bucket (its slot remembers the bucket).
+            if slot is None:
+                lo, end = span(cmd, fields)
+            elif slot[7] is not b:
                 lo = slot[5]
-                end = slot[6]
                 if lo is _INLINE:
                     lo, end = span(cmd, fields)
+                else:
+                    end = slot[6]
+                    slot[7] = b
             else:
-                lo, end = span(cmd, fields)
+                lo = None
             if lo is not None:
                 if lo < b[ADDR_LO]:
                     b[ADDR_LO] = lo
@@ -377,12 +389,10 @@ class Tracker:
                 c.last_tid = None
             else:
                 slot = c.pending.pop(tid, None)
-            cmd = slot[0] if slot is not None else None
             b[N_RESP] += 1.0
             if exc is not None:
                 b[N_EXC] += 1.0
             if lat is not None:
-                b[N_LAT] += 1.0
                 b[S_LAT] += lat
                 if lat > b[MAX_LAT]:
                     b[MAX_LAT] = lat
@@ -394,8 +404,10 @@ class Tracker:
                     elif not ch.lat_episode and bits.bit_count() >= ch.lat_k:
                         ch.lat_episode = True
                         found = self.slow_responses(c, msg, bits)
+            else:  # N_LAT is completed when the bucket closes (``_close``)
+                b[N_LAT] -= 1.0
             if self.call_response:
-                more = self.response(c, msg, cmd, ts)
+                more = self.response(c, msg, slot[0] if slot is not None else None, ts)
                 if more:
                     found = (found or []) + more
             if slot is not None and exc is None and 0 < fc < 5:
@@ -405,14 +417,14 @@ class Tracker:
                     pvals = slot[2]
                     if pvals is None:
                         slot[2] = vals
-                        more = self.values_changed(c, msg, cmd, vals, None, 0.0)
+                        more = self.values_changed(c, msg, slot[0], vals, None, 0.0)
                         if more:
                             found = (found or []) + more
                     elif pvals != vals:
                         b[N_CHG] += 1.0
                         watch = ch.watch
-                        if watch is None or cmd in watch:
-                            more = self.values_changed(c, msg, cmd, vals, pvals, ts - slot[3])
+                        if watch is None or slot[0] in watch:
+                            more = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
                             if more:
                                 found = (found or []) + more
                         slot[2] = vals
@@ -475,7 +487,13 @@ class Tracker:
             nb = self.nbuckets
             dormant = []
             for key, ch in self.active.items():
-                ch.ring.append(ch.bucket)
+                b = ch.bucket
+                # counts the hot path leaves to the bucket's close: requests (other than
+                # writes) and responses are counted there; it subtracted those without an
+                # inter-arrival time or a latency
+                b[N_IA] += b[N_REQ] - b[N_WRITE]
+                b[N_LAT] += b[N_RESP]
+                ch.ring.append(b)
                 ch.bucket = new_bucket()
                 ch.warm += 1
                 if t_end - ch.last_req > idle:
