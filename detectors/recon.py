@@ -46,7 +46,7 @@ from sentinel.config import Config
 from sentinel.detector_settings import PolicySettings, detector_settings
 from sentinel.events import ConnId, ModbusMessage
 from sentinel.findings import Finding
-from sentinel.pipeline.detector import Detector, register
+from sentinel.pipeline.detector import Detector, ModbusInterest, register
 
 from .common import PolicyRule, Window, make_finding, message_finding, technique
 
@@ -87,12 +87,19 @@ SWEEPS = frozenset({9000201, 9000202, 9000203})
 # Read functions and the table their address refers to (spec 6.1-6.4, 6.17).
 READ_TABLES = {1: "coils", 2: "discretes", 3: "holding", 4: "input", 23: "holding"}
 MEI_READ_DEVICE_ID = 0x0E
-MAX_PENDING = 64  # open requests remembered per flow, to name the request an error answers
+EXCEPTIONS_ONLY = ModbusInterest(functions=frozenset(), exceptions=True)
 MAX_SEEN = 512  # distinct requests remembered per pair and window (the polling fast path)
 
 
 def is_identification(msg: ModbusMessage) -> bool:
     return msg.fc == 17 or (msg.fc == 43 and msg.fields.get("mei_type") == MEI_READ_DEVICE_ID)
+
+
+def _address(request: ModbusMessage) -> int | None:
+    """The start address a request reads (read_address for FC 23), None when it has none."""
+    fields = request.fields
+    address = fields["read_address"] if "read_address" in fields else fields.get("address")
+    return address if isinstance(address, int) else None
 
 
 class _Scan:
@@ -132,12 +139,11 @@ class _Scan:
 
 
 class _Flow:
-    __slots__ = ("conn", "first_id", "identify", "other", "pair", "pending")
+    __slots__ = ("conn", "first_id", "identify", "other", "pair")
 
     def __init__(self, conn: ConnId) -> None:
         self.conn = conn
         self.pair = (conn.orig_h, conn.resp_h)  # the key of its _Scan, built once
-        self.pending: dict[int, tuple[int, int, int | None]] = {}  # tid -> (fc, unit, address)
         self.identify = 0
         self.other = 0
         self.first_id: tuple[float, int, int, int, str, int] | None = None
@@ -178,15 +184,18 @@ class ModbusRecon(Detector):
         self._probes: dict[str, _Probes] = {}
 
     # ------------------------------------------------------------------ events
+    def modbus_interest(self, uid: str, conn: ConnId, is_orig: bool) -> ModbusInterest | None:
+        """Every request; of the responses only exceptions, which name the request they
+        answer (``msg.request``): normal responses never reach this detector."""
+        return None if is_orig else EXCEPTIONS_ONLY
+
     def on_modbus(self, msg: ModbusMessage) -> list[Finding] | None:
-        # The hot path, once per message: one tuple unpack, no allocation for a request that
-        # repeats what the client already sent in this window (polling).
-        ts, uid, _, is_orig, tid, _, unit, fc, _, exception, _, _, fields, _ = msg
+        # The hot path, once per request: one tuple unpack, no allocation for a request that
+        # repeats what the client already sent in this window (polling). Normal responses do
+        # not come (``modbus_interest``) unless with a protocol event: skipped at once.
+        ts, uid, _, is_orig, _, _, unit, fc, _, exception, _, _, fields, _ = msg
         if not is_orig:
-            if exception is None:  # the common case: a normal answer
-                flow = self._flows.get(uid)
-                if flow is not None:
-                    flow.pending.pop(tid, None)
+            if exception is None:
                 return None
         elif fc != 17 and fc != 43:  # a request, not an identification (is_identification)
             flow = self._flows.get(uid) or self._flow(msg)
@@ -199,10 +208,6 @@ class ModbusRecon(Detector):
             address = fields["read_address"] if "read_address" in fields else fields.get("address")
             if not isinstance(address, int):
                 address = None
-            pending = flow.pending  # type: ignore[union-attr]
-            if len(pending) >= MAX_PENDING:
-                del pending[next(iter(pending))]
-            pending[tid] = (fc, unit, address)
             flow.other += 1  # type: ignore[union-attr]
             signature = (fc, unit, address)
             if signature in scan.seen:
@@ -256,13 +261,7 @@ class ModbusRecon(Detector):
     # ------------------------------------------------------------------ requests
     def _request(self, msg: ModbusMessage, flow: _Flow | None, scan: _Scan, out: list) -> None:
         fc, unit = msg.fc, msg.unit
-        address = msg.fields.get("read_address", msg.fields.get("address"))
-        if not isinstance(address, int):
-            address = None
-        if flow is not None:
-            if len(flow.pending) >= MAX_PENDING:
-                del flow.pending[next(iter(flow.pending))]
-            flow.pending[msg.tid] = (fc, unit, address)
+        address = _address(msg)
         identification = is_identification(msg)
         if identification:
             if self._engineering:
@@ -321,8 +320,11 @@ class ModbusRecon(Detector):
 
     def _exception(self, msg: ModbusMessage, flow: _Flow | None, scan: _Scan, out: list) -> None:
         s = self.settings
-        request = flow.pending.pop(msg.tid, None) if flow is not None else None
-        fc, unit, address = request if request is not None else (msg.fc, msg.unit, None)
+        request = msg.request  # paired by the decoder
+        if request is not None:
+            fc, unit, address = request.fc, request.unit, _address(request)
+        else:
+            fc, unit, address = msg.fc, msg.unit, None
         code = msg.fields.get("exception_code")
         if not isinstance(code, int):
             return

@@ -45,12 +45,33 @@ class ModbusMessage(NamedTuple):
     latency: float | None = None
 
     @property
+    def request(self) -> ModbusMessage | None:
+        """The request this response answers (paired by the decoder on transaction id,
+        function code and unit id); None for requests and unpaired responses. Not a tuple
+        field: records and sinks that unpack the message's fields are unchanged, and no output
+        serializes it. Paired responses are ``PairedResponse``s, which carry it."""
+        return None
+
+    @property
     def pdu_type(self) -> str:
         return "REQ" if self.is_orig else "RESP"
 
     @property
     def is_exception(self) -> bool:
         return self.exception is not None
+
+
+class PairedResponse(ModbusMessage):
+    """A response the decoder paired with its request: the same fields as any
+    ``ModbusMessage``, plus ``request`` (an attribute, not a field; set once, by the decoder).
+    ``_replace`` keeps it."""
+
+    request: ModbusMessage | None = None  # type: ignore[assignment]
+
+    def _replace(self, **changes: Any) -> PairedResponse:
+        new: PairedResponse = ModbusMessage._replace(self, **changes)  # type: ignore[assignment]
+        new.request = self.request
+        return new
 
 
 class Anomaly(NamedTuple):

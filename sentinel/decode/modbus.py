@@ -33,7 +33,7 @@ from sentinel.decode.modbus_codes import (
     MEI_READ_DEVICE_ID,
     exception_name,
 )
-from sentinel.events import Anomaly, ModbusMessage
+from sentinel.events import Anomaly, ModbusMessage, PairedResponse
 
 _mbap = struct.Struct(">HHHBB").unpack_from
 _u16 = struct.Struct(">H").unpack_from
@@ -484,7 +484,7 @@ class ModbusAnalyzer:
         self.identity: dict[str, str] = {}  # FC 43/14 objects
         self.server_id: dict[str, Any] | None = None  # FC 17
         self._buffers = [b"", b""]  # [responder, originator]
-        self._pending: dict[int, tuple[float, int, int, Fields]] = {}
+        self._pending: dict[int, ModbusMessage] = {}  # tid -> open request, oldest first
         self._requests = 0
         self._flooded = False
 
@@ -585,6 +585,7 @@ class ModbusAnalyzer:
         exception = None
         latency = None
         request: Fields | None = None
+        open_request: ModbusMessage | None = None
         fields: Fields
         if is_orig:
             decoder = REQUEST_DECODERS.get(raw_fc)
@@ -608,22 +609,23 @@ class ModbusAnalyzer:
                         "modbus.flooded",
                         f"more than {self.max_pending} requests without response",
                     )
-            pending[tid] = (ts, fc, unit, fields)
         else:
             open_request = self._pending.get(tid)
-            if open_request is not None and open_request[1] == fc and open_request[2] == unit:
+            if open_request is not None and open_request.fc == fc and open_request.unit == unit:
                 del self._pending[tid]
-                latency = ts - open_request[0]
-                request = open_request[3]
-            elif self._requests or self.flow.hist_bits[1] & 1:
-                # Not a capture that started mid-conversation: nobody asked for this.
-                self._anomaly(
-                    False,
-                    ts,
-                    frame,
-                    "modbus.unsolicited_response",
-                    f"no open request with transaction id {tid}",
-                )
+                latency = ts - open_request.ts
+                request = open_request.fields
+            else:
+                open_request = None
+                if self._requests or self.flow.hist_bits[1] & 1:
+                    # Not a capture that started mid-conversation: nobody asked for this.
+                    self._anomaly(
+                        False,
+                        ts,
+                        frame,
+                        "modbus.unsolicited_response",
+                        f"no open request with transaction id {tid}",
+                    )
             if incomplete:
                 fields = {}
             elif raw_fc & 0x80:
@@ -659,24 +661,28 @@ class ModbusAnalyzer:
                 self.identity.update(fields["objects"])
             elif fc == 17 and "server_id" in fields:
                 self.server_id = dict(fields)
-        self._bus.modbus(
-            ModbusMessage(
-                ts,
-                self.uid,
-                self.conn,
-                is_orig,
-                tid,
-                0,
-                unit,
-                fc,
-                FUNC_BY_RAW[raw_fc],
-                exception,
-                length,
-                frame,
-                fields,
-                latency,
-            )
+        msg = (ModbusMessage if open_request is None else PairedResponse)(
+            ts,
+            self.uid,
+            self.conn,
+            is_orig,
+            tid,
+            0,
+            unit,
+            fc,
+            FUNC_BY_RAW[raw_fc],
+            exception,
+            length,
+            frame,
+            fields,
+            latency,
         )
+        if is_orig:
+            # A reused transaction id replaces the open request in its place (as before).
+            self._pending[tid] = msg
+        elif open_request is not None:
+            msg.request = open_request  # type: ignore[misc]
+        self._bus.modbus(msg)
 
     def _anomaly(self, is_orig: bool, ts: float, frame: int, name: str, detail: str) -> None:
         self._bus.anomaly(Anomaly(ts, self.uid, self.conn, is_orig, name, detail, frame))

@@ -227,6 +227,7 @@ def test_function_codes(name, req, resp, req_fields, resp_fields):
     assert (request.fc, request.pdu_type, response.pdu_type) == (req[0], "REQ", "RESP")
     assert response.latency == pytest.approx(1.0)
     assert request.len == len(req) + 1
+    assert response.request is request and request.request is None
 
 
 def test_every_public_function_is_covered():
@@ -310,6 +311,28 @@ def test_unsolicited_response():
     )
     assert [a.name for a in bus.anomalies] == ["modbus.unsolicited_response"]
     assert bus.messages[1].latency is not None and bus.messages[2].latency is None
+    assert bus.messages[1].request is bus.messages[0] and bus.messages[2].request is None
+
+
+def test_responses_carry_their_request_not_a_field():
+    """``request`` pairs like ``latency`` (transaction id, function code and unit id), the
+    exception responses included; it is no tuple field, so records built by unpacking the
+    message are those of an unpaired message, and ``_replace`` keeps it."""
+    read = adu(1, 1, b"\x03" + regs(0, 200))
+    bus = decode(
+        (True, read),
+        (True, adu(2, 1, b"\x06" + regs(5, 9))),
+        (True, adu(3, 1, b"\x03" + regs(0, 1))),
+        (False, adu(2, 1, b"\x06" + regs(5, 9))),
+        (False, adu(1, 1, b"\x83\x02")),
+        (False, adu(3, 2, b"\x03\x02\x00\x07")),  # another unit: not the answer
+    )
+    req1, req2, _req3, resp2, resp1, other = bus.messages
+    assert (resp2.request, resp1.request, other.request) == (req2, req1, None)
+    assert resp1.request is req1 and resp1.is_exception
+    assert len(resp1) == len(req1) == len(ModbusMessage._fields)
+    assert tuple(resp1) == tuple(ModbusMessage(*resp1))  # the same values as a plain message
+    assert resp1._replace(fields={}).request is req1
 
 
 def test_request_flood_is_capped():

@@ -70,3 +70,31 @@ def test_rule_engine_interest_follows_the_direction_s_rules() -> None:
     assert exceptions
     functions, exceptions = engine.modbus_interest("C1", conn, False)  # type: ignore[misc]
     assert 3 not in functions and exceptions  # exception codes; echoed writes
+
+
+class Requests(Detector):
+    """Records the request each response names."""
+
+    id = "test_requests"
+
+    def __init__(self) -> None:
+        super().__init__(Config())
+        self.pairs: list[tuple[int, int | None]] = []
+
+    def on_modbus(self, msg: ModbusMessage) -> None:
+        if not msg.is_orig:
+            self.pairs.append((msg.tid, msg.request.tid if msg.request is not None else None))
+
+
+def test_responses_name_their_request_and_records_do_not(tmp_path: Path) -> None:
+    c = Conversation()
+    c.exchange(request(1, 3), adu(1, 1, bytes([3, 2, 0, 7])))
+    c.exchange(request(3, 4), adu(3, 1, bytes([0x84, 2])))
+    c.exchange(request(4, 3), adu(9, 1, bytes([3, 2, 0, 7])))  # unsolicited
+    pcap = write(tmp_path / "c.pcap", c.packets)
+    det = Requests()
+    a = run_analysis(pcap, tmp_path / "out", Config(), [det])
+    assert det.pairs == [(1, 1), (3, 3), (9, None)]
+    records = a.records("modbus")
+    assert len(records) == 6 and not any("request" in r for r in records)  # unchanged
+    assert ["latency" in r for r in records if not r["is_orig"]] == [True, True, False]
