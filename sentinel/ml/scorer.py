@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -375,7 +376,7 @@ class ForestBounds:
     itself. Tested against scikit-learn.
     """
 
-    __slots__ = ("denominator", "floor", "roots")
+    __slots__ = ("base", "by_feature", "denominator", "floor", "roots")
 
     def __init__(self, forest: IsolationForest) -> None:
         n = int(forest.n_features_in_)
@@ -406,6 +407,27 @@ class ForestBounds:
                 self.roots.append((feature, float(t.threshold[0]), low[cl[0]], low[cr[0]]))
         self.denominator = len(self.roots) * float(_average_path_length([forest._max_samples])[0])
         self.floor = self._score(depth)
+        # ``lower`` by feature: the roots' thresholds in order, with the sums of the right
+        # sides' leaves below each threshold and of the left sides' from it on
+        self.base = 0.0  # trees that are a single leaf
+        groups: dict[int, list[tuple[float, float, float]]] = {}
+        for f, t, lo, hi in self.roots:
+            if t == math.inf:
+                self.base += lo
+            else:
+                groups.setdefault(f, []).append((t, lo, hi))
+        self.by_feature: list[tuple[int, list[float], list[float]]] = []
+        for f, items in sorted(groups.items()):
+            items.sort()
+            n = len(items)
+            right = [0.0] * (n + 1)
+            left = [0.0] * (n + 1)
+            for i in range(n):
+                right[i + 1] = right[i] + items[i][2]
+                left[n - 1 - i] = left[n - i] + items[n - 1 - i][1]
+            self.by_feature.append(
+                (f, [t for t, _lo, _hi in items], [a + b for a, b in zip(right, left, strict=True)])
+            )
 
     def _score(self, depth: float) -> float:
         den = self.denominator
@@ -415,7 +437,12 @@ class ForestBounds:
         """A lower bound of the score of scaled row ``x`` (compared as float32, as
         scikit-learn: left when ``x[feature] <= threshold``)."""
         x = array("f", x).tolist()
-        return self._score(sum(lo if x[f] <= t else hi for f, t, lo, hi in self.roots))
+        depth = self.base
+        for f, thresholds, sums in self.by_feature:
+            v = x[f]
+            # trees whose threshold is below v send it right, the others left (NaN: right)
+            depth += sums[bisect_left(thresholds, v) if v == v else len(thresholds)]
+        return self._score(depth)
 
 
 def forest_bounds(estimator: Any) -> ForestBounds | None:

@@ -347,7 +347,7 @@ class Tracker:
                     b[S_IA2] += ia * ia
                     if ia > b[MAX_IA]:
                         b[MAX_IA] = ia
-                else:  # N_IA is completed when the bucket closes (``_close``)
+                else:  # N_IA is completed when the bucket closes (``_advance``)
                     b[N_IA] -= 1.0
                 slot[1] = ts
             else:
@@ -404,7 +404,7 @@ class Tracker:
                     elif not ch.lat_episode and bits.bit_count() >= ch.lat_k:
                         ch.lat_episode = True
                         found = self.slow_responses(c, msg, bits)
-            else:  # N_LAT is completed when the bucket closes (``_close``)
+            else:  # N_LAT is completed when the bucket closes (``_advance``)
                 b[N_LAT] -= 1.0
             if self.call_response:
                 more = self.response(c, msg, slot[0] if slot is not None else None, ts)
@@ -413,7 +413,6 @@ class Tracker:
             if slot is not None and exc is None and 0 < fc < 5:
                 vals = fields.get("values")
                 if vals:
-                    b[N_VAL] += 1.0
                     pvals = slot[2]
                     if pvals is None:
                         slot[2] = vals
@@ -429,6 +428,10 @@ class Tracker:
                                 found = (found or []) + more
                         slot[2] = vals
                     slot[3] = ts
+                else:
+                    b[N_VAL] -= 1.0
+            else:
+                b[N_VAL] -= 1.0
         if found:
             return (out or []) + found
         return out
@@ -488,11 +491,12 @@ class Tracker:
             dormant = []
             for key, ch in self.active.items():
                 b = ch.bucket
-                # counts the hot path leaves to the bucket's close: requests (other than
-                # writes) and responses are counted there; it subtracted those without an
-                # inter-arrival time or a latency
+                # counts the hot path leaves to the bucket's close: it subtracted the requests
+                # (other than writes) without an inter-arrival time, the responses without a
+                # latency and those without read values; add the requests and responses
                 b[N_IA] += b[N_REQ] - b[N_WRITE]
                 b[N_LAT] += b[N_RESP]
+                b[N_VAL] += b[N_RESP]
                 ch.ring.append(b)
                 ch.bucket = new_bucket()
                 ch.warm += 1

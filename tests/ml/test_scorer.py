@@ -3,6 +3,8 @@ fast scoring paths (which must agree with scikit-learn exactly)."""
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -144,6 +146,16 @@ def test_forest_bounds_are_lower_bounds_of_scikit_learn() -> None:
         assert np.all(lower <= scores)
         assert bounds.floor > scores.min() - 0.1  # bounds that are not vacuous
         assert np.mean(scores - lower) < np.mean(scores - bounds.floor)
+        # ``lower`` by feature (bisection of the sorted thresholds) is the roots' sum, tree by
+        # tree, also at the thresholds themselves and for NaN (right, as a failed <=)
+        T[:20, :] = np.nan
+        for i, (f, t, _lo, _hi) in enumerate(bounds.roots[:100]):
+            if t != np.inf:
+                T[20 + i, f] = t
+        for row in T.tolist():
+            x = array("f", row).tolist()
+            depth = sum(lo if x[f] <= t else hi for f, t, lo, hi in bounds.roots)
+            assert bounds.lower(row) == pytest.approx(bounds._score(depth), rel=0, abs=1e-12)
 
 
 def test_fast_paths_of_the_other_estimators() -> None:
