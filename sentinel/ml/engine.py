@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from operator import gt as _gt
+from operator import lt as _lt
 from typing import Any
 
 import numpy as np
@@ -1227,7 +1229,7 @@ class Engine(Tracker):
                 continue
             f = rt.features(raw)
             low, high = rt.low, rt.high
-            outside = any(x < low[i] or x > high[i] for i, x in enumerate(f))
+            outside = any(map(_lt, f, low)) or any(map(_gt, f, high))
             s = None
             if rt.decides:
                 s = [(x - m) / d for x, m, d in zip(f, rt.center, rt.scale, strict=True)]
