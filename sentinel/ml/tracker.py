@@ -10,6 +10,10 @@ flow ends, ticks) and keeps, per *channel* (client, server, unit id):
 - per connection: the requests waiting for their response (to know which command a
   response answers) and the previous command (for the sequence model).
 
+A bucket's counters are final once it closes (``_advance``): the hot path leaves the counts
+of inter-arrival times, latencies and read values (``N_IA``, ``N_LAT``, ``N_VAL``) to the
+close, which adds the requests and responses to what it subtracted.
+
 Subclasses decide what happens with it: ``sentinel.ml.baseline.Learner`` learns a baseline,
 ``sentinel.ml.engine.Engine`` checks traffic against one. Both see exactly the same counters,
 so a window means the same thing in training and in scoring.
