@@ -73,8 +73,10 @@ class Decode(_Strict):
     max_stream_buffer: int = Field(65536, ge=1024)
     # Content inspection depth per TCP direction, like Suricata's stream.reassembly.depth:
     # YARA stream windows and stream content rules see a direction's first stream_depth bytes
-    # only (0: all). The Modbus decoder and file extraction are not limited by it.
-    stream_depth: int = Field(1 << 20, ge=0)
+    # only. 0 (the default): every byte, since the shipped Modbus exception rules are stream
+    # content rules and polling connections are long-lived. The Modbus decoder and file
+    # extraction are never limited by it.
+    stream_depth: int = Field(0, ge=0)
     max_pending_requests: int = Field(500, ge=1)
 
 

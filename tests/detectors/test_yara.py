@@ -611,9 +611,9 @@ def marker_stream(before: int, after: int, size: int = 1000) -> list[bytes]:
 @pytest.mark.parametrize(
     ("depth", "offsets"),
     [
-        (None, [5000]),  # the default, 1 MiB: the marker at 1.2 MB is beyond it
-        (1 << 20, [5000]),
-        (0, [5000, 1_200_000]),  # unlimited: both are found
+        (None, [5000, 1_200_000]),  # the default, 0: unlimited, both are found
+        (1 << 20, [5000]),  # Suricata's 1 MiB: the marker at 1.2 MB is beyond it
+        (0, [5000, 1_200_000]),
     ],
 )
 def test_stream_scan_stops_at_the_stream_depth(
@@ -628,7 +628,7 @@ def test_stream_scan_stops_at_the_stream_depth(
     assert summary(a.findings) == [("9009002", len(offsets))]  # folded by the aggregator
     assert evidence(a.findings[0])["stream_offset"] == offsets[0]
     reached = a.stats["tcp"].get("stream_depth_reached", 0)
-    assert reached == (0 if depth == 0 else 1)  # the server sent nothing
+    assert reached == (1 if depth else 0)  # the server sent nothing
 
 
 def test_match_straddling_the_stream_depth_is_not_found(tmp_path: Path) -> None:
