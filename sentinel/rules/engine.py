@@ -24,7 +24,7 @@ or Modbus message, which is one transaction direction).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -44,7 +44,6 @@ from sentinel.rules.model import (
 from sentinel.rules.payload import PayloadMatcher, byte_test
 
 PROTO_TCP, PROTO_UDP = 6, 17
-_STREAM_HAS_PROTO = "proto" in StreamData._fields  # older cores: TCP only
 ACTION_RANK = {
     "pass": 0,
     "drop": 1,
@@ -474,38 +473,10 @@ class RuleEngine:
         plan = self.plans.get((p.uid, p.is_orig)) or self.plan(p.uid, p.conn, p.is_orig, p.proto)
         if not plan.packet:
             return []
-        out: list[Alert] = []
-        payload = p.payload
-        n = len(payload)
-        for c in plan.packet:
-            if c.established is not None and c.established != p.established:
-                continue
-            if c.needs_modbus_flow and p.uid not in self.modbus_flows:
-                continue
-            if c.conditions and not self._flowbits_ok(c, p.uid):
-                continue
-            if c.dsize is not None and not c.dsize(n):
-                continue
-            if c.matcher is not None and not c.matcher.match(payload):
-                continue
-            if c.rule.header.action == "pass":
-                self._fire(c, p.ts, p.uid, p.conn, p.is_orig)
-                break
-            if self._fire(c, p.ts, p.uid, p.conn, p.is_orig):
-                out.append(
-                    Alert(
-                        c.rule,
-                        p.ts,
-                        p.frame,
-                        p.uid,
-                        p.conn,
-                        p.is_orig,
-                        KIND_PACKET,
-                        payload_length=n,
-                        payload=payload,
-                    )
-                )
-        return out if len(out) < 2 else _one_per_signature(out)
+        return self._match_payload(
+            plan.packet, p.payload, p.established, p.ts, p.frame, p.uid, p.conn, p.is_orig,
+            KIND_PACKET,
+        )  # fmt: skip
 
     def modbus_interest(
         self, uid: str, conn: ConnId, is_orig: bool
@@ -542,7 +513,7 @@ class RuleEngine:
         return plan.gate
 
     def inspect_stream(self, s: StreamData) -> list[Alert]:
-        proto = s.proto if _STREAM_HAS_PROTO else PROTO_TCP  # type: ignore[attr-defined]
+        proto = s.proto
         plan = self.plans.get((s.uid, s.is_orig)) or self.plan(s.uid, s.conn, s.is_orig, proto)
         data = s.data
         candidates: tuple[Compiled, ...] | list[Compiled] = plan.stream
@@ -565,36 +536,45 @@ class RuleEngine:
             seen = self.udp_directions.get(s.uid, 0) | (1 << s.is_orig)
             self.udp_directions[s.uid] = seen
             established = seen == 3
+        return self._match_payload(
+            candidates, data, established, s.ts, s.frame, s.uid, s.conn, s.is_orig, KIND_STREAM
+        )
+
+    def _match_payload(
+        self,
+        candidates: Sequence[Compiled],
+        payload: bytes,
+        established: bool,
+        ts: float,
+        frame: int,
+        uid: str,
+        conn: ConnId,
+        is_orig: bool,
+        kind: str,
+    ) -> list[Alert]:
+        """The rules of a packet or a stream chunk that match its payload (one alert per
+        signature)."""
         out: list[Alert] = []
-        n = len(data)
+        n = len(payload)
         for c in candidates:
             if c.established is not None and c.established != established:
                 continue
-            if c.needs_modbus_flow and s.uid not in self.modbus_flows:
+            if c.needs_modbus_flow and uid not in self.modbus_flows:
                 continue
-            if c.conditions and not self._flowbits_ok(c, s.uid):
+            if c.conditions and not self._flowbits_ok(c, uid):
                 continue
             if c.dsize is not None and not c.dsize(n):
                 continue
-            if c.matcher is not None and not c.matcher.match(data):
+            if c.matcher is not None and not c.matcher.match(payload):
                 continue
             if c.rule.header.action == "pass":
-                self._fire(c, s.ts, s.uid, s.conn, s.is_orig)
+                self._fire(c, ts, uid, conn, is_orig)
                 break
-            if self._fire(c, s.ts, s.uid, s.conn, s.is_orig):
-                out.append(
-                    Alert(
-                        c.rule,
-                        s.ts,
-                        s.frame,
-                        s.uid,
-                        s.conn,
-                        s.is_orig,
-                        KIND_STREAM,
-                        payload_length=n,
-                        payload=data,
-                    )
+            if self._fire(c, ts, uid, conn, is_orig):
+                alert = Alert(
+                    c.rule, ts, frame, uid, conn, is_orig, kind, payload_length=n, payload=payload
                 )
+                out.append(alert)
         return out if len(out) < 2 else _one_per_signature(out)
 
     # ------------------------------------------------------------------ Modbus
