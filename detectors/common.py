@@ -27,48 +27,7 @@ from typing import Any
 
 from sentinel.events import ConnId
 from sentinel.findings import Finding, Technique
-
-TECHNIQUES: dict[str, Technique] = {
-    t.id: t
-    for t in (
-        Technique("T0801", "Monitor Process State", "Collection"),
-        Technique("T0802", "Automated Collection", "Collection"),
-        Technique("T0806", "Brute Force I/O", "Impair Process Control"),
-        Technique("T0809", "Data Destruction", "Inhibit Response Function"),
-        Technique("T0813", "Denial of Control", "Impact"),
-        Technique("T0814", "Denial of Service", "Inhibit Response Function"),
-        Technique("T0816", "Device Restart/Shutdown", "Inhibit Response Function"),
-        Technique("T0821", "Modify Controller Tasking", "Execution"),
-        Technique("T0826", "Loss of Availability", "Impact"),
-        Technique("T0830", "Adversary-in-the-Middle", "Collection"),
-        Technique("T0831", "Manipulation of Control", "Impact"),
-        Technique("T0836", "Modify Parameter", "Impair Process Control"),
-        Technique("T0839", "Module Firmware", "Persistence"),
-        Technique("T0843", "Program Download", "Lateral Movement"),
-        Technique("T0845", "Program Upload", "Collection"),
-        Technique("T0846", "Remote System Discovery", "Discovery"),
-        Technique("T0848", "Rogue Master", "Initial Access"),
-        Technique("T0855", "Unauthorized Command Message", "Impair Process Control"),
-        Technique("T0857", "System Firmware", "Inhibit Response Function"),
-        Technique("T0858", "Change Operating Mode", "Execution"),
-        Technique("T0861", "Point & Tag Identification", "Collection"),
-        Technique("T0864", "Transient Cyber Asset", "Initial Access"),
-        Technique("T0866", "Exploitation of Remote Services", "Lateral Movement"),
-        Technique("T0867", "Lateral Tool Transfer", "Lateral Movement"),
-        Technique("T0869", "Standard Application Layer Protocol", "Command and Control"),
-        Technique("T0872", "Indicator Removal on Host", "Evasion"),
-        Technique("T0873", "Project File Infection", "Persistence"),
-        Technique("T0881", "Service Stop", "Inhibit Response Function"),
-        Technique("T0882", "Theft of Operational Information", "Impact"),
-        Technique("T0886", "Remote Services", "Lateral Movement"),
-        Technique("T0888", "Remote System Information Discovery", "Discovery"),
-        Technique("T0889", "Modify Program", "Persistence"),
-    )
-}
-
-
-def technique(tid: str) -> Technique:
-    return TECHNIQUES[tid]
+from sentinel.rules.attack import technique  # noqa: F401 - the detectors' import
 
 
 @dataclass(frozen=True)

@@ -62,25 +62,10 @@ from typing import Any
 from sentinel.config import Config
 from sentinel.decode.ot_settings import ot_settings
 from sentinel.events import OTEvent
-from sentinel.findings import Finding, Technique
+from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
-from .common import TECHNIQUES, PolicyRule, make_finding
-
-# ATT&CK for ICS techniques this module needs beyond detectors/common.py's table.
-_MORE_TECHNIQUES = {
-    t.id: t
-    for t in (
-        Technique("T0804", "Block Reporting Message", "Inhibit Response Function"),
-        Technique("T0835", "Manipulate I/O Image", "Inhibit Response Function"),
-        Technique("T0859", "Valid Accounts", "Lateral Movement"),
-    )
-}
-
-
-def technique(tid: str) -> Technique:
-    return TECHNIQUES.get(tid) or _MORE_TECHNIQUES[tid]
-
+from .common import PolicyRule, make_finding, technique
 
 RULESET = "sentinel-ot-policy"
 DETECTOR = "ot_policy"

@@ -67,14 +67,15 @@ from sentinel.errors import Location, RuleError
 from sentinel.events import ConnId, StreamData
 from sentinel.findings import SEVERITY, Finding, Technique
 from sentinel.pipeline.detector import Detector, StreamBatch, register
+from sentinel.rules.attack import TECHNIQUES, technique
 
-from .common import TECHNIQUES, direction
+from .common import direction
 from .files import ExtractedFile, FileExtractor
 
 log = logging.getLogger(__name__)
 
 RULESET = "sentinel-yara"
-DEFAULT_TECHNIQUE = TECHNIQUES["T0867"]  # Lateral Tool Transfer: tooling crossing the network
+DEFAULT_TECHNIQUE = technique("T0867")  # Lateral Tool Transfer: tooling crossing the network
 EXTERNALS = {"sentinel_scope": "", "file_name": ""}
 RULE_SUFFIXES = (".yar", ".yara")
 MAX_CHUNKS = 256  # (offset, ts, frame) entries kept per stream; merged pairwise beyond
@@ -189,8 +190,12 @@ def _rule_info(rule: Any, namespace: str, path: Path) -> RuleInfo:
     elif not isinstance(tid, str) or not _TECHNIQUE_ID.match(tid):
         raise bad(f"meta mitre_attack must be an ATT&CK for ICS id like T0843, not {tid!r}")
     else:
-        tech = TECHNIQUES.get(tid) or Technique(
-            tid, str(meta.get("mitre_name", tid)), str(meta.get("mitre_tactic", "unknown"))
+        tech = (
+            technique(tid)
+            if tid in TECHNIQUES
+            else Technique(
+                tid, str(meta.get("mitre_name", tid)), str(meta.get("mitre_tactic", "unknown"))
+            )
         )
     reference = meta.get("reference")
     return RuleInfo(

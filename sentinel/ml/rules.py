@@ -14,27 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sentinel.findings import Technique
+from sentinel.rules.attack import TECHNIQUES, technique
 
 RULESET = "sentinel-ml"
 DETECTOR_ID = "ml_anomaly"
 
-T = {
-    t.id: t
-    for t in (
-        Technique("T0801", "Monitor Process State", "Collection"),
-        Technique("T0814", "Denial of Service", "Inhibit Response Function"),
-        Technique("T0816", "Device Restart/Shutdown", "Inhibit Response Function"),
-        Technique("T0830", "Adversary-in-the-Middle", "Collection"),
-        Technique("T0831", "Manipulation of Control", "Impact"),
-        Technique("T0836", "Modify Parameter", "Impair Process Control"),
-        Technique("T0846", "Remote System Discovery", "Discovery"),
-        Technique("T0848", "Rogue Master", "Initial Access"),
-        Technique("T0855", "Unauthorized Command Message", "Impair Process Control"),
-        Technique("T0861", "Point & Tag Identification", "Collection"),
-        Technique("T0866", "Exploitation of Remote Services", "Lateral Movement"),
-        Technique("T0888", "Remote System Information Discovery", "Discovery"),
-    )
-}
+T = {tid: technique(tid) for tid in TECHNIQUES}  # the ML findings' techniques by id
 
 
 @dataclass(frozen=True)

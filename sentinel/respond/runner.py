@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sentinel.events import ConnId
-from sentinel.findings import Finding, Technique
+from sentinel.findings import Finding
 from sentinel.respond import template
 from sentinel.respond.actions import (
     ActionError,
@@ -55,6 +55,7 @@ from sentinel.respond.audit import AuditLog
 from sentinel.respond.metrics import ServiceMetrics
 from sentinel.respond.model import Loaded, Throttle, why_not
 from sentinel.respond.settings import PlaybookSettings
+from sentinel.rules.attack import technique
 from sentinel.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 ACTION_FAILED_RULE = "9000401"
 # ATT&CK for ICS has no technique for "our response failed"; a failed notification or block is
 # closest to Block Reporting Message (T0804): the report did not reach its recipient.
-ACTION_FAILED_TECHNIQUE = Technique("T0804", "Block Reporting Message", "Inhibit Response Function")
+ACTION_FAILED_TECHNIQUE = technique("T0804")
 FAILED = ("failed", "timeout", "refused")
 MAX_KEYS = 100_000
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from sentinel.findings import Technique
 
-# ATT&CK for ICS techniques rule content commonly names: id -> (name, usual tactic).
+# The ATT&CK for ICS techniques Sentinel's rules, detectors, jobs and playbooks name, and those
+# rule content commonly names: id -> (name, usual tactic). The one table of them.
 TECHNIQUES: dict[str, tuple[str, str]] = {
     "T0800": ("Activate Firmware Update Mode", "Inhibit Response Function"),
     "T0801": ("Monitor Process State", "Collection"),
     "T0802": ("Automated Collection", "Collection"),
+    "T0804": ("Block Reporting Message", "Inhibit Response Function"),
     "T0806": ("Brute Force I/O", "Impair Process Control"),
     "T0809": ("Data Destruction", "Inhibit Response Function"),
     "T0811": ("Data from Information Repositories", "Collection"),
@@ -27,8 +29,10 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T0814": ("Denial of Service", "Inhibit Response Function"),
     "T0815": ("Denial of View", "Impact"),
     "T0816": ("Device Restart/Shutdown", "Inhibit Response Function"),
+    "T0821": ("Modify Controller Tasking", "Execution"),
     "T0826": ("Loss of Availability", "Impact"),
     "T0827": ("Loss of Control", "Impact"),
+    "T0830": ("Adversary-in-the-Middle", "Collection"),
     "T0831": ("Manipulation of Control", "Impact"),
     "T0832": ("Manipulation of View", "Impact"),
     "T0835": ("Manipulate I/O Image", "Inhibit Response Function"),
@@ -43,57 +47,65 @@ TECHNIQUES: dict[str, tuple[str, str]] = {
     "T0848": ("Rogue Master", "Initial Access"),
     "T0855": ("Unauthorized Command Message", "Impair Process Control"),
     "T0856": ("Spoof Reporting Message", "Impair Process Control"),
+    "T0857": ("System Firmware", "Inhibit Response Function"),
     "T0858": ("Change Operating Mode", "Execution"),
+    "T0859": ("Valid Accounts", "Lateral Movement"),
     "T0861": ("Point & Tag Identification", "Collection"),
+    "T0864": ("Transient Cyber Asset", "Initial Access"),
     "T0866": ("Exploitation of Remote Services", "Lateral Movement"),
+    "T0867": ("Lateral Tool Transfer", "Lateral Movement"),
     "T0868": ("Detect Operating Mode", "Collection"),
     "T0869": ("Standard Application Layer Protocol", "Command and Control"),
     "T0872": ("Indicator Removal on Host", "Evasion"),
+    "T0873": ("Project File Infection", "Persistence"),
     "T0878": ("Alarm Suppression", "Inhibit Response Function"),
     "T0881": ("Service Stop", "Inhibit Response Function"),
+    "T0882": ("Theft of Operational Information", "Impact"),
     "T0883": ("Internet Accessible Device", "Initial Access"),
     "T0885": ("Commonly Used Port", "Command and Control"),
     "T0886": ("Remote Services", "Initial Access"),
     "T0888": ("Remote System Information Discovery", "Discovery"),
+    "T0889": ("Modify Program", "Persistence"),
 }
 
 
-def _t(tid: str) -> Technique:
+def technique(tid: str) -> Technique:
+    """The technique ``tid`` of the table (KeyError for an id it does not hold)."""
     name, tactic = TECHNIQUES[tid]
     return Technique(tid, name, tactic)
 
 
 # Fallback by Suricata classtype (etc/classification.config names).
 CLASSTYPE_TECHNIQUES: dict[str, Technique] = {
-    "attempted-recon": _t("T0888"),
-    "successful-recon-limited": _t("T0888"),
-    "successful-recon-largescale": _t("T0888"),
-    "network-scan": _t("T0846"),
-    "protocol-command-decode": _t("T0866"),
-    "attempted-dos": _t("T0814"),
-    "successful-dos": _t("T0814"),
-    "denial-of-service": _t("T0814"),
-    "attempted-admin": _t("T0866"),
-    "successful-admin": _t("T0866"),
-    "attempted-user": _t("T0866"),
-    "successful-user": _t("T0866"),
-    "unsuccessful-user": _t("T0866"),
-    "shellcode-detect": _t("T0866"),
-    "web-application-attack": _t("T0866"),
-    "policy-violation": _t("T0855"),
-    "unknown": _t("T0855"),
-    "misc-activity": _t("T0855"),
-    "misc-attack": _t("T0866"),
-    "bad-unknown": _t("T0855"),
-    "non-standard-protocol": _t("T0885"),
-    "string-detect": _t("T0855"),
-    "trojan-activity": _t("T0869"),
-    "command-and-control": _t("T0869"),
-    "ics-unauthorized-command": _t("T0855"),
-    "ics-device-discovery": _t("T0888"),
-    "ics-protocol-anomaly": _t("T0866"),
+    "attempted-recon": technique("T0888"),
+    "successful-recon-limited": technique("T0888"),
+    "successful-recon-largescale": technique("T0888"),
+    "network-scan": technique("T0846"),
+    "protocol-command-decode": technique("T0866"),
+    "attempted-dos": technique("T0814"),
+    "successful-dos": technique("T0814"),
+    "denial-of-service": technique("T0814"),
+    "attempted-admin": technique("T0866"),
+    "successful-admin": technique("T0866"),
+    "attempted-user": technique("T0866"),
+    "successful-user": technique("T0866"),
+    "unsuccessful-user": technique("T0866"),
+    "shellcode-detect": technique("T0866"),
+    "web-application-attack": technique("T0866"),
+    "policy-violation": technique("T0855"),
+    "unknown": technique("T0855"),
+    "misc-activity": technique("T0855"),
+    "misc-attack": technique("T0866"),
+    "bad-unknown": technique("T0855"),
+    "non-standard-protocol": technique("T0885"),
+    "string-detect": technique("T0855"),
+    "trojan-activity": technique("T0869"),
+    "command-and-control": technique("T0869"),
+    "ics-unauthorized-command": technique("T0855"),
+    "ics-device-discovery": technique("T0888"),
+    "ics-protocol-anomaly": technique("T0866"),
 }
-DEFAULT = _t("T0855")
+DEFAULT = technique("T0855")
 
 
 def technique_for(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sentinel.findings import Finding, Technique
+from sentinel.rules.attack import technique
 
 DETECTOR = "scheduler"
 RULESET = "sentinel-scan"
@@ -47,49 +48,49 @@ RULES = {
         9000301,
         "Active inventory: new Modbus device",
         "medium",
-        Technique("T0864", "Transient Cyber Asset", "Initial Access"),
+        technique("T0864"),
     ),
     "identity_changed": JobRule(
         9000302,
         "Active inventory: device identity changed",
         "high",
-        Technique("T0839", "Module Firmware", "Persistence"),
+        technique("T0839"),
     ),
     "firmware_changed": JobRule(
         9000303,
         "Active inventory: firmware or version string changed",
         "high",
-        Technique("T0857", "System Firmware", "Inhibit Response Function"),
+        technique("T0857"),
     ),
     "device_gone": JobRule(
         9000304,
         "Active inventory: device no longer answers",
         "medium",
-        Technique("T0826", "Loss of Availability", "Impact"),
+        technique("T0826"),
     ),
     "golden_mismatch": JobRule(
         9000311,
         "Integrity: register differs from its golden value",
         "high",
-        Technique("T0836", "Modify Parameter", "Impair Process Control"),
+        technique("T0836"),
     ),
     "unsafe_value": JobRule(
         9000312,
         "Integrity: value outside its safe limits",
         "critical",
-        Technique("T0836", "Modify Parameter", "Impair Process Control"),
+        technique("T0836"),
     ),
     "coil_mismatch": JobRule(
         9000313,
         "Integrity: coil or input differs from its golden state",
         "high",
-        Technique("T0831", "Manipulation of Control", "Impact"),
+        technique("T0831"),
     ),
     "unreadable": JobRule(
         9000314,
         "Integrity: configured point could not be read",
         "medium",
-        Technique("T0815", "Denial of View", "Impact"),
+        technique("T0815"),
     ),
 }
 
