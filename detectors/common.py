@@ -22,6 +22,7 @@ is the one the technique serves in the finding's context.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,12 @@ def make_finding(
         frame=frame,
         evidence=evidence,
     )
+
+
+def engineering_hosts(config: Any, extra: Iterable[str]) -> frozenset[str]:
+    """The hosts allowed to identify, program and restart devices: the assets declared with
+    role ``engineering`` and a detector's own ``engineering_hosts``."""
+    return frozenset([a.address for a in config.assets if a.role == "engineering"] + [*extra])
 
 
 def message_finding(

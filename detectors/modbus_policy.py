@@ -56,7 +56,14 @@ from sentinel.events import ConnId, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
-from .common import PolicyRule, Window, make_finding, message_finding, technique
+from .common import (
+    PolicyRule,
+    Window,
+    engineering_hosts,
+    make_finding,
+    message_finding,
+    technique,
+)
 
 RULESET = "sentinel-ot-policy"
 
@@ -296,9 +303,7 @@ class ModbusPolicy(Detector):
         self.settings = s
         self._disabled = frozenset(str(sid) for sid in s.disabled_rules)
         self._policies = {a.address: _Policy(a) for a in config.assets}
-        self._engineering = frozenset(
-            [a.address for a in config.assets if a.role == "engineering"] + s.engineering_hosts
-        )
+        self._engineering = engineering_hosts(config, s.engineering_hosts)
         self._historians = frozenset(a.address for a in config.assets if a.role == "historian")
         self._declared_plcs = frozenset(a.address for a in config.assets if a.role == "plc")
         self._learn_until: float | None = None

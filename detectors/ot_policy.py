@@ -65,7 +65,7 @@ from sentinel.events import OTEvent
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
-from .common import PolicyRule, make_finding, technique
+from .common import PolicyRule, engineering_hosts, make_finding, technique
 
 RULESET = "sentinel-ot-policy"
 DETECTOR = "ot_policy"
@@ -163,9 +163,7 @@ class OTPolicy(Detector):
         self.settings = settings
         self.disabled = frozenset(str(r) for r in settings.disabled_rules)
         self.assets = {a.address: a for a in config.assets}
-        self.engineering = set(settings.engineering_hosts) | {
-            a.address for a in config.assets if a.role == "engineering"
-        }
+        self.engineering = engineering_hosts(config, settings.engineering_hosts)
         self.learn_until: float | None = None
         # (device, protocol) -> clients that sent it requests while learning
         self.known: OrderedDict[tuple[str, str], set[str]] = OrderedDict()

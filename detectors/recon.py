@@ -48,7 +48,14 @@ from sentinel.events import ConnId, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, ModbusInterest, register
 
-from .common import PolicyRule, Window, make_finding, message_finding, technique
+from .common import (
+    PolicyRule,
+    Window,
+    engineering_hosts,
+    make_finding,
+    message_finding,
+    technique,
+)
 
 RULESET = "sentinel-ot-recon"
 
@@ -174,9 +181,7 @@ class ModbusRecon(Detector):
         s = settings or detector_settings(config).policy
         self.settings = s
         self._disabled = frozenset(str(sid) for sid in s.disabled_rules)
-        self._engineering = frozenset(
-            [a.address for a in config.assets if a.role == "engineering"] + s.engineering_hosts
-        )
+        self._engineering = engineering_hosts(config, s.engineering_hosts)
         self._names = {a.address: a.name for a in config.assets if a.name}
         self._modbus_ports = frozenset(config.decode.modbus_ports)
         self._scans: dict[tuple[str, str], _Scan] = {}
