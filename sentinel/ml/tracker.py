@@ -25,6 +25,7 @@ connection and commands per channel; beyond the bounds new items are not tracked
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -53,7 +54,6 @@ from sentinel.ml.window import (
 )
 
 Command = tuple[int, Any, Any]
-_UNSET: list[Any] = []  # a slot's "no verified predecessor" (never a command slot)
 ChannelKey = tuple[str, str, int]
 
 MAX_PENDING = 256  # open requests remembered per connection
@@ -95,16 +95,21 @@ def span(cmd: Command, fields: dict[str, Any]) -> tuple[Any, Any]:
 _SPAN_IN_COMMAND = frozenset(READ_FCS) | {5, 6, 15, 16, 22, 23}
 _INLINE: list[Any] = []  # a slot's span marker: compute it per request
 
+# A connection's previous slot before its first request (or after an untracked command): no
+# slot follows it (its own successor, with a command no request has).
+_NO_SLOT: list[Any] = [(-1, None, None), None, None, 0.0, None, None, None, None, None]
+_NO_SLOT[4] = _NO_SLOT
+
 
 def new_slot(cmd: Command, fields: dict[str, Any]) -> list[Any]:
     """A command's slot: [command, when last sent, values of its last read, when read,
-    the slot it was verified after (``Tracker.verify``), address span lo, end, the last bucket
-    its span went into]."""
+    the slot verified to follow it (``Tracker.verify``), address span lo, end, the last bucket
+    its span went into, the fields of the request it was made from]."""
     if cmd[0] in _SPAN_IN_COMMAND:
         lo, end = span(cmd, fields)
     else:
         lo = end = _INLINE
-    return [cmd, None, None, 0.0, _UNSET, lo, end, None]
+    return [cmd, None, None, 0.0, _NO_SLOT, lo, end, None, dict(fields)]
 
 
 def command_text(cmd: Command) -> str:
@@ -123,7 +128,6 @@ class ChannelState:
     """Runtime state of one channel (shared by its connections)."""
 
     __slots__ = (
-        "active",
         "bucket",
         "debounce",
         "episode",
@@ -138,6 +142,7 @@ class ChannelState:
         "ring",
         "slots",
         "verified",
+        "waiting",
         "warm",
         "watch",
         "windowed",
@@ -148,8 +153,9 @@ class ChannelState:
         self.bucket = new_bucket()
         self.ring: deque[list[float]] = deque(maxlen=nbuckets)
         self.warm = 0  # buckets closed since the channel (re)activated
-        self.active = False
         self.windowed = windowed
+        # a windowed channel not in ``Tracker.active``: its next request activates it
+        self.waiting = windowed
         self.last_req = 0.0
         # command -> [command, when last sent, values of its last read, when read]
         self.slots: dict[Command, list[Any]] = {}
@@ -179,11 +185,11 @@ class Conn:
         "last_slot",
         "last_tid",
         "pending",
-        "prev",
         "prev_slot",
         "slot",
         "uid",
         "unit",
+        "untracked_prev",
     )
 
     def __init__(self, ch: ChannelState, uid: str, conn: Any, unit: int = 0) -> None:
@@ -196,9 +202,17 @@ class Conn:
         self.last_tid: int | None = None
         self.last_slot: list[Any] | None = None
         self.pending: dict[int, list[Any] | None] = {}  # transaction id -> command slot
-        self.prev: Command | None = None
-        self.prev_slot: list[Any] | None = None
+        # the previous request's slot (writes aside); _NO_SLOT: none, or an untracked command
+        self.prev_slot: list[Any] = _NO_SLOT
+        self.untracked_prev: Command | None = None
         self.slot: list[Any] | None = None  # the current request's, for the request hook
+
+    @property
+    def prev(self) -> Command | None:
+        """The previous request's command (writes aside; None: the connection's first)."""
+        if self.prev_slot is _NO_SLOT:
+            return self.untracked_prev
+        return self.prev_slot[0]  # type: ignore[no-any-return]
 
 
 class Tracker:
@@ -219,6 +233,8 @@ class Tracker:
         self.active: dict[ChannelKey, ChannelState] = {}
         self.hop_end = 0.0
         self.clock = 0.0
+        # the subclass's choice, as an instance attribute: read for every response (faster)
+        self.call_response = type(self).call_response
         self.stats: dict[str, int] = {
             "channels_untracked": 0,
             "pending_dropped": 0,
@@ -239,9 +255,11 @@ class Tracker:
     @staticmethod
     def verify(c: Conn) -> None:
         """The current request's transition checked out: the next time this command follows
-        the same previous command on a channel with ``verified`` set, skip the hook."""
-        if c.slot is not None:
-            c.slot[4] = c.prev_slot
+        the same previous command on a channel with ``verified`` set, skip the hook (the hook
+        must not have found anything nor changed any state for this transition). A command
+        remembers one verified successor: the one of a poller's cycle."""
+        if c.slot is not None and c.prev_slot is not _NO_SLOT:
+            c.prev_slot[4] = c.slot
 
     # Called for every response only if ``call_response`` (the learner needs them all).
     call_response = False
@@ -305,88 +323,46 @@ class Tracker:
 
     def modbus(self, msg: ModbusMessage) -> list[Finding] | None:
         # The hot path: runs for every Modbus message; keep it lean (see docs/ml.md, cost).
+        # Inline: the steady traffic of a verified poller (a read request whose command is
+        # the verified successor of the connection's previous one; a read response with
+        # values and a latency). Everything else: ``_request`` and ``_response``.
         # One tuple unpack is much cheaper than a dozen NamedTuple attribute look-ups.
         ts, uid, _conn, is_orig, tid, _pid, unit, fc, _func, exc, _len, _frame, fields, lat = msg
-        out: list[Finding] | None = None
         if ts >= self.hop_end:
-            out = self._advance(ts)
+            return self._first_of_hop(msg)
         c = self.conns.get(uid)
         if c is None or c.unit != unit:
             c = self.conns_units.get((uid, unit))
-        if c is None:
-            c, found = self._connect(msg)
             if c is None:
-                return out
-            if found:
-                out = (out or []) + found
+                return self._first_of_connection(msg)
         ch = c.ch
         b = ch.bucket
-        found = None
         if is_orig:
             b[N_REQ] += 1.0  # float constants: the interpreter's fast float add
             ch.last_req = ts
-            if not ch.active and ch.windowed:
-                ch.active = True
-                ch.warm = 0
-                ch.ring.clear()
-                self.active[ch.key] = ch
-            if 0 < fc < 5:  # reads, most of the traffic
-                cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
-                write = False
-            else:
-                cmd = command(fc, fields)
-                write = fc in WRITE_FCS
-                if not write:
-                    b[N_OTHER] += 1.0
-            slot = ch.slots.get(cmd)
-            if slot is None:
-                slot = self._new_slot(ch, cmd, fields)
-            if write:
-                b[N_WRITE] += 1.0
-            elif slot is not None:
-                last = slot[1]
-                if last is not None:
-                    ia = ts - last
-                    b[S_IA] += ia
-                    b[S_IA2] += ia * ia
-                    if ia > b[MAX_IA]:
-                        b[MAX_IA] = ia
-                else:  # N_IA is completed when the bucket closes (``_advance``)
-                    b[N_IA] -= 1.0
+            if ch.waiting:
+                self._activate(ch)
+            # The verified successor of the previous command: this request's command if the
+            # function and fields are those its slot was made from (``command`` depends on
+            # nothing else). Its transition needs no check, and it was sent before (its slot
+            # got a time before it was verified).
+            slot = c.prev_slot[4]
+            if slot[0][0] == fc and slot[8] == fields:
+                ia = ts - slot[1]
+                b[S_IA] += ia
+                b[S_IA2] += ia * ia
+                if ia > b[MAX_IA]:
+                    b[MAX_IA] = ia
                 slot[1] = ts
-            else:
-                b[N_IA] -= 1.0
-            # The address span: a command's once per bucket (its slot remembers the bucket).
-            if slot is None:
-                lo, end = span(cmd, fields)
-            elif slot[7] is not b:
-                lo = slot[5]
-                if lo is _INLINE:
-                    lo, end = span(cmd, fields)
-                else:
-                    end = slot[6]
-                    slot[7] = b
-            else:
-                lo = None
-            if lo is not None:
-                if lo < b[ADDR_LO]:
-                    b[ADDR_LO] = lo
-                if end > b[ADDR_HI]:
-                    b[ADDR_HI] = end
-            if c.last_tid is not None:  # the previous request is still open
-                pending = c.pending
-                if len(pending) < MAX_PENDING:
-                    pending[c.last_tid] = c.last_slot
-                else:
-                    self.stats["pending_dropped"] += 1
-            c.last_tid = tid
-            c.last_slot = slot
-            if write or slot is None or not ch.verified or slot[4] is not c.prev_slot:
-                c.slot = slot
-                found = self.request(c, msg, cmd, ts)
-            if not write:
-                c.prev = cmd
+                if slot[7] is not b:
+                    self._add_span(slot, fields, b)
+                if c.last_tid is not None:
+                    self._keep_open(c)
+                c.last_tid = tid
+                c.last_slot = slot
                 c.prev_slot = slot
+                return None
+            return self._request(c, msg, ts, tid, fc, fields, b)
         else:
             if tid == c.last_tid:
                 slot = c.last_slot
@@ -394,51 +370,232 @@ class Tracker:
             else:
                 slot = c.pending.pop(tid, None)
             b[N_RESP] += 1.0
-            if exc is not None:
-                b[N_EXC] += 1.0
-            if lat is not None:
-                b[S_LAT] += lat
-                if lat > b[MAX_LAT]:
-                    b[MAX_LAT] = lat
-                if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
-                    bits = ((ch.lat_bits << 1) | (lat > ch.lat_thr)) & ch.lat_mask
-                    ch.lat_bits = bits
-                    if bits == 0:
-                        ch.lat_episode = False
-                    elif not ch.lat_episode and bits.bit_count() >= ch.lat_k:
-                        ch.lat_episode = True
-                        found = self.slow_responses(c, msg, bits)
-            else:  # N_LAT is completed when the bucket closes (``_advance``)
-                b[N_LAT] -= 1.0
-            if self.call_response:
-                more = self.response(c, msg, slot[0] if slot is not None else None, ts)
-                if more:
-                    found = (found or []) + more
-            if slot is not None and exc is None and 0 < fc < 5:
-                vals = fields.get("values")
-                if vals:
-                    pvals = slot[2]
-                    if pvals is None:
-                        slot[2] = vals
-                        more = self.values_changed(c, msg, slot[0], vals, None, 0.0)
+            if lat is None or exc is not None or slot is None or self.call_response:
+                return self._response(c, msg, slot, ts, fc, exc, fields, lat, b)
+            found = None
+            b[S_LAT] += lat
+            if lat > b[MAX_LAT]:
+                b[MAX_LAT] = lat
+            if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
+                found = self._latency_bits(c, msg, lat)
+            vals = fields.get("values") if fc in READ_FCS else None
+            if vals:
+                pvals = slot[2]
+                if pvals is None:
+                    more = self._first_values(c, msg, slot, vals)
+                    if more:
+                        found = (found or []) + more
+                elif pvals != vals:
+                    b[N_CHG] += 1.0
+                    watch = ch.watch
+                    if watch is None or slot[0] in watch:
+                        more = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
                         if more:
                             found = (found or []) + more
-                    elif pvals != vals:
-                        b[N_CHG] += 1.0
-                        watch = ch.watch
-                        if watch is None or slot[0] in watch:
-                            more = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
-                            if more:
-                                found = (found or []) + more
-                        slot[2] = vals
-                    slot[3] = ts
-                else:
-                    b[N_VAL] -= 1.0
-            else:
+                    slot[2] = vals
+                slot[3] = ts
+            else:  # N_VAL is completed when the bucket closes (``_advance``)
                 b[N_VAL] -= 1.0
+            return found
+
+    def _first_of_hop(self, msg: ModbusMessage) -> list[Finding] | None:
+        """A message at or past the end of the current hop: close the buckets, then count it
+        in the bucket that opened (even if the grid's float end rounds to its time)."""
+        out = self._advance(msg.ts)
+        hop_end = self.hop_end
+        self.hop_end = math.inf
+        try:
+            found = self.modbus(msg)
+        finally:
+            self.hop_end = hop_end
         if found:
             return (out or []) + found
         return out
+
+    def _first_of_connection(self, msg: ModbusMessage) -> list[Finding] | None:
+        """The first message of a (connection, unit id): its state, then the message."""
+        c, out = self._connect(msg)
+        if c is None:
+            return None
+        found = self.modbus(msg)
+        if found:
+            return (out or []) + found
+        return out
+
+    def _activate(self, ch: ChannelState) -> None:
+        """A windowed channel's request after a silence: it produces windows again."""
+        ch.waiting = False
+        ch.warm = 0
+        ch.ring.clear()
+        self.active[ch.key] = ch
+
+    @staticmethod
+    def _add_span(slot: list[Any], fields: dict[str, Any], b: list[float]) -> None:
+        """A command's address span into bucket ``b`` (once per bucket if its slot has it)."""
+        lo = slot[5]
+        if lo is _INLINE:
+            lo, end = span(slot[0], fields)
+        else:
+            end = slot[6]
+            slot[7] = b
+        if lo is not None:
+            if lo < b[ADDR_LO]:
+                b[ADDR_LO] = lo
+            if end > b[ADDR_HI]:
+                b[ADDR_HI] = end
+
+    def _keep_open(self, c: Conn) -> None:
+        """A new request while the previous one is still open: the previous waits in
+        ``pending`` (up to ``MAX_PENDING``)."""
+        pending = c.pending
+        if len(pending) < MAX_PENDING:
+            pending[c.last_tid] = c.last_slot  # type: ignore[index]
+        else:
+            self.stats["pending_dropped"] += 1
+
+    def _request(
+        self,
+        c: Conn,
+        msg: ModbusMessage,
+        ts: float,
+        tid: int,
+        fc: int,
+        fields: dict[str, Any],
+        b: list[float],
+    ) -> list[Finding] | None:
+        """A request the hot path does not handle (counted in ``N_REQ`` already)."""
+        ch = c.ch
+        if 0 < fc < 5:
+            cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
+            write = False
+        else:
+            cmd = command(fc, fields)
+            write = fc in WRITE_FCS
+            if not write:
+                b[N_OTHER] += 1.0
+        slot = ch.slots.get(cmd)
+        if slot is None:
+            slot = self._new_slot(ch, cmd, fields)
+        if write:
+            b[N_WRITE] += 1.0
+        elif slot is not None:
+            last = slot[1]
+            if last is not None:
+                ia = ts - last
+                b[S_IA] += ia
+                b[S_IA2] += ia * ia
+                if ia > b[MAX_IA]:
+                    b[MAX_IA] = ia
+            else:  # N_IA is completed when the bucket closes (``_advance``)
+                b[N_IA] -= 1.0
+            slot[1] = ts
+        else:
+            b[N_IA] -= 1.0
+        if slot is None:
+            lo, end = span(cmd, fields)
+            if lo is not None:
+                if lo < b[ADDR_LO]:
+                    b[ADDR_LO] = lo
+                if end > b[ADDR_HI]:
+                    b[ADDR_HI] = end
+        elif slot[7] is not b:
+            self._add_span(slot, fields, b)
+        if c.last_tid is not None:  # the previous request is still open
+            self._keep_open(c)
+        c.last_tid = tid
+        c.last_slot = slot
+        found = None
+        if write or slot is None or not ch.verified or c.prev_slot[4] is not slot:
+            c.slot = slot
+            found = self.request(c, msg, cmd, ts)
+        if not write:
+            if slot is None:
+                c.prev_slot = _NO_SLOT
+                c.untracked_prev = cmd
+            else:
+                c.prev_slot = slot
+        return found
+
+    def _response(
+        self,
+        c: Conn,
+        msg: ModbusMessage,
+        slot: list[Any] | None,
+        ts: float,
+        fc: int,
+        exc: str | None,
+        fields: dict[str, Any],
+        lat: float | None,
+        b: list[float],
+    ) -> list[Finding] | None:
+        """A response the hot path does not handle (counted in ``N_RESP`` already)."""
+        ch = c.ch
+        found = None
+        if exc is not None:
+            b[N_EXC] += 1.0
+        if lat is not None:
+            b[S_LAT] += lat
+            if lat > b[MAX_LAT]:
+                b[MAX_LAT] = lat
+            if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
+                found = self._latency_bits(c, msg, lat)
+        else:  # N_LAT is completed when the bucket closes (``_advance``)
+            b[N_LAT] -= 1.0
+        if self.call_response:
+            more = self.response(c, msg, slot[0] if slot is not None else None, ts)
+            if more:
+                found = (found or []) + more
+        vals = fields.get("values") if slot is not None and exc is None and fc in READ_FCS else None
+        if vals:
+            more = self._read_values(c, msg, slot, vals, ts, b)  # type: ignore[arg-type]
+            if more:
+                found = (found or []) + more
+        else:
+            b[N_VAL] -= 1.0
+        return found
+
+    def _latency_bits(self, c: Conn, msg: ModbusMessage, lat: float) -> list[Finding] | None:
+        """Shift a response's latency into its channel's slow-response bits."""
+        ch = c.ch
+        bits = ((ch.lat_bits << 1) | (lat > ch.lat_thr)) & ch.lat_mask
+        ch.lat_bits = bits
+        if bits == 0:
+            ch.lat_episode = False
+        elif not ch.lat_episode and bits.bit_count() >= ch.lat_k:
+            ch.lat_episode = True
+            return self.slow_responses(c, msg, bits)
+        return None
+
+    def _read_values(
+        self,
+        c: Conn,
+        msg: ModbusMessage,
+        slot: list[Any],
+        vals: list[Any],
+        ts: float,
+        b: list[float],
+    ) -> list[Finding] | None:
+        """A read response's values against the previous read of its command (the hot path
+        in ``modbus`` does the same inline)."""
+        pvals = slot[2]
+        found = None
+        if pvals is None:
+            found = self._first_values(c, msg, slot, vals)
+        elif pvals != vals:
+            b[N_CHG] += 1.0
+            watch = c.ch.watch
+            if watch is None or slot[0] in watch:
+                found = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
+            slot[2] = vals
+        slot[3] = ts
+        return found
+
+    def _first_values(
+        self, c: Conn, msg: ModbusMessage, slot: list[Any], vals: list[Any]
+    ) -> list[Finding] | None:
+        """The first values a command's reads return on its channel."""
+        slot[2] = vals
+        return self.values_changed(c, msg, slot[0], vals, None, 0.0)
 
     def anomaly(self, event: Anomaly) -> list[Finding] | None:
         if event.ts > self.clock:
@@ -460,7 +617,7 @@ class Tracker:
         self.conns.clear()
         self.conns_units.clear()
         for ch in self.channels.values():
-            ch.active = False
+            ch.waiting = ch.windowed
             ch.ring.clear()
             ch.bucket = new_bucket()
             ch.slots.clear()
@@ -480,7 +637,7 @@ class Tracker:
         if self.hop_end == 0.0 or now - self.hop_end > self.idle:
             # first event, or a long silence: restart the grid; nothing spans the gap
             for ch in self.active.values():
-                ch.active = False
+                ch.waiting = True
                 ch.ring.clear()
                 ch.bucket = new_bucket()
             self.active.clear()
@@ -512,7 +669,7 @@ class Tracker:
                     closed.append((ch, combine(list(ring)) if nb > 1 else list(ring[0])))
             for key in dormant:
                 ch = self.active.pop(key)
-                ch.active = False
+                ch.waiting = True
                 ch.ring.clear()
             self.hop_end = t_end + hop
             if closed:
