@@ -52,6 +52,7 @@ import bisect
 import logging
 import os
 import re
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -278,10 +279,12 @@ class _Stream:
         self.buf = bytearray()
         self.base = 0  # stream offset of buf[0]
         self.scanned = 0  # stream offset up to which bytes were scanned
-        # The chunk index, three parallel lists: stream offset (ascending), ts and frame.
-        self.offs: list[int] = []
-        self.times: list[float] = []
-        self.frames: list[int] = []
+        # The chunk index, three parallel C arrays (they keep no Python object alive, so a
+        # batch's chunks are freed as soon as it is appended): stream offset (ascending),
+        # ts and frame.
+        self.offs = array("q")
+        self.times = array("d")
+        self.frames = array("q")
         self.since: float | None = None  # packet time of the oldest unscanned byte
         self.matched: list[tuple[str, int]] = []  # (rule key, stream offset)
         self.once: set[str] = set()  # string-less rules already reported
@@ -311,13 +314,13 @@ class _Stream:
         while i < n:
             room = MAX_CHUNKS + 1 - len(self.offs)
             if i == 0 and room >= n:
-                self.offs += offsets
-                self.times += times
-                self.frames += frames
+                self.offs.extend(offsets)
+                self.times.extend(times)
+                self.frames.extend(frames)
             else:
-                self.offs += offsets[i : i + room]
-                self.times += times[i : i + room]
-                self.frames += frames[i : i + room]
+                self.offs.extend(offsets[i : i + room])
+                self.times.extend(times[i : i + room])
+                self.frames.extend(frames[i : i + room])
             i += room
             if len(self.offs) > MAX_CHUNKS:
                 self.compact()

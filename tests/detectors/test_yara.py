@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import struct
 import subprocess
 import sys
@@ -335,6 +336,69 @@ def test_batches_give_the_findings_of_chunk_by_chunk_delivery(
     expected = findings(with_test_rules(tmp_path, **settings), batched=False)
     assert len(expected) >= 5  # one finding per window that holds a marker
     assert findings(with_test_rules(tmp_path, **settings), batched=True) == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_and_flushes_keep_the_chunk_index_of_chunk_by_chunk_delivery(
+    tmp_path: Path, seed: int
+) -> None:
+    """Random chunk and batch sizes, windows that fill inside a batch, flushes at ticks: the
+    chunk index, window and findings stay those of chunk-by-chunk delivery."""
+    rng = random.Random(seed)
+    conn = ConnId(HMI, 40000, PLC, 4444)
+    batches: list[tuple[list[tuple[bytes, float, int]], float | None]] = []  # (chunks, tick)
+    # first, 300 chunks of one byte: the index is compacted
+    chunks = [(b"x", T0 + i * 0.01, 4 + i) for i in range(300)]
+    batches.append((chunks, None))
+    ts, frame = T0 + 3.0, 304
+    for _ in range(120):
+        chunks = []
+        for _ in range(rng.choice((1, 3, 40, 128, 300))):
+            size = rng.choice((1, 1, 2, 3)) if rng.random() < 0.99 else rng.randrange(1, 1500)
+            data = bytes([frame % 251]) * size
+            if rng.random() < 0.02:  # a marker, sometimes cut across chunks
+                cut = rng.randrange(len(MARKER))
+                data += MARKER[:cut]
+                chunks.append((data, ts, frame))
+                ts, frame, data = ts + 0.01, frame + 1, MARKER[cut:]
+            chunks.append((data, ts, frame))
+            ts, frame = ts + 0.01, frame + 1
+        tick = ts + rng.choice((0.0, 3.0, 6.0)) if rng.random() < 0.4 else None
+        ts = tick or ts
+        batches.append((chunks, tick))
+
+    def run(batched: bool) -> tuple[list[tuple], list[tuple]]:
+        det = with_test_rules(tmp_path, window_bytes=1024, overlap_bytes=64, flush_seconds=5.0)
+        found: list = []
+        states: list[tuple] = []
+        offset = 0
+        for chunks, tick in batches:
+            if batched:
+                found += det.on_stream_batch(StreamBatch("Cb", conn, True, 6, offset, chunks))
+                offset += sum(len(d) for d, _, _ in chunks)
+            else:
+                for data, t, f in chunks:
+                    found += det.on_stream(StreamData(t, f, "Cb", conn, True, data, offset)) or []
+                    offset += len(data)
+            if tick is not None:
+                found += det.on_tick(tick) or []
+            st = det._streams[("Cb", True)]
+            index = list(zip(st.offs, st.times, st.frames, strict=True))
+            states.append((index, bytes(st.buf), st.base, st.since))
+        found += det.on_flow_end({"uid": "Cb"}) or []
+        return [(f.rule_id, f.ts, f.frame, f.evidence["stream_offset"], f.evidence["window"])
+                for f in found], states  # fmt: skip
+
+    expected, states = run(batched=False)
+    assert len(expected) >= 3
+    starts, offset = set(), 0
+    for chunks, _ in batches:
+        for data, _, f in chunks:
+            starts.add((offset, f))
+            offset += len(data)
+    merged = {(o, f) for index, *_ in states for o, _, f in index}
+    assert merged - starts  # compacted entries: a chunk's offset with a later chunk's frame
+    assert run(batched=True) == (expected, states)
 
 
 def test_pending_bytes_are_scanned_after_flush_seconds() -> None:
