@@ -47,7 +47,6 @@ direction only must not turn every request into silence). All state is bounded
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from sentinel.config import Asset, Config
@@ -160,6 +159,8 @@ PROGRAM_RULES: dict[int, PolicyRule] = {
     125: FIRMWARE,
 }
 RESET_COMM_LINK = 19
+# The functions a request is checked for beyond its client and rate
+_CHECKED_FUNCTIONS = frozenset({*WRITE_TABLES, 8, RESET_COMM_LINK, *PROGRAM_RULES})
 MAX_LISTED = 16  # offending addresses/values listed in one finding's evidence
 
 
@@ -238,7 +239,8 @@ class _Flow:
     def __init__(self, conn: ConnId, pair: _Pair) -> None:
         self.conn = conn
         self.pair = pair
-        self.pending: OrderedDict[int, tuple[float, int]] = OrderedDict()  # tid -> (ts, frame)
+        # tid -> the open request, oldest first (a plain dict keeps insertion order)
+        self.pending: dict[int, ModbusMessage] = {}
         # Only where the server was seen answering is silence meaningful (a capture that
         # sees one direction only must not make every request "unanswered").
         self.answered = False
@@ -317,20 +319,26 @@ class ModbusPolicy(Detector):
         # server ip -> (window, connections, clients, fired) of connections that carried nothing
         self._syns: dict[str, tuple[Window, list[int], set[str], list[bool]]] = {}
         self._modbus_ports = frozenset(config.decode.modbus_ports)
+        self._flood_min = s.flood_min_requests  # per request: one attribute, not two
+        self._max_pending = s.max_pending_per_flow
 
     # ------------------------------------------------------------------ events
     def on_modbus(self, msg: ModbusMessage) -> list[Finding] | None:
-        # The hot path, once per message: one tuple unpack instead of attribute look-ups.
-        ts, uid, conn, is_orig, tid, _, _, fc, _, _, _, frame, fields, _ = msg
+        # The hot path, once per message. A response only closes its request: the three
+        # fields it needs by index (ts, uid, is_orig, tid), not all fourteen unpacked.
+        if not msg[3]:
+            if self._learn_until is None:
+                self._learn_until = msg[0] + self.settings.learning_seconds
+            response_flow = self._flows.get(msg[1])
+            if response_flow is not None:
+                response_flow.pending.pop(msg[4], None)
+                response_flow.answered = True
+            return None
+        ts, uid, conn, _, tid, _, _, fc, _, _, _, _, fields, _ = msg
         learn_until = self._learn_until
         if learn_until is None:
             learn_until = self._learn_until = ts + self.settings.learning_seconds
         flow = self._flows.get(uid)
-        if not is_orig:
-            if flow is not None:
-                flow.pending.pop(tid, None)
-                flow.answered = True
-            return None
         out: list[Finding] = []
         learning = ts < learn_until
         policy = self._policies.get(conn.resp_h)
@@ -343,16 +351,17 @@ class ModbusPolicy(Detector):
                 out.append(self._unauthorized(msg, policy))
             if not policy.allows_fc(fc):
                 out.append(self._fc_not_allowed(msg, policy))
-        if fc in WRITE_TABLES:
-            self._write(msg, learning, policy, out)
-        elif fc == 8:
-            rule = DIAG_RULES.get(fields.get("sub_function", -1))
-            if rule is not None:
-                out.append(self._dangerous(rule, msg, policy))
-        elif fc == RESET_COMM_LINK:
-            out.append(self._dangerous(RESTART_COMMS, msg, policy))
-        elif fc in PROGRAM_RULES:
-            self._program(msg, learning, policy, out)
+        if fc in _CHECKED_FUNCTIONS:  # reads, most of the traffic, are not
+            if fc in WRITE_TABLES:
+                self._write(msg, learning, policy, out)
+            elif fc == 8:
+                rule = DIAG_RULES.get(fields.get("sub_function", -1))
+                if rule is not None:
+                    out.append(self._dangerous(rule, msg, policy))
+            elif fc == RESET_COMM_LINK:
+                out.append(self._dangerous(RESTART_COMMS, msg, policy))
+            else:
+                self._program(msg, learning, policy, out)
         # Request rates, the windows' roll inlined; past learning, only a count
         # above flood_min_requests (the least any limit is) can be a flood.
         pair = flow.pair
@@ -373,14 +382,14 @@ class ModbusPolicy(Detector):
         if learning:
             if pair.flood_count > pair.peak:
                 pair.peak = pair.flood_count
-        elif pair.flood_count > self.settings.flood_min_requests and not pair.flood_fired:
+        elif pair.flood_count > self._flood_min and not pair.flood_fired:
             self._flood(msg, pair, out)
         pending = flow.pending
         if tid in pending:  # a reused transaction id replaces the older request
             del pending[tid]
-        elif len(pending) >= self.settings.max_pending_per_flow:
-            pending.popitem(last=False)
-        pending[tid] = (ts, frame)
+        elif len(pending) >= self._max_pending:
+            del pending[next(iter(pending))]
+        pending[tid] = msg
         if not out:
             return None
         if self._disabled:
@@ -393,12 +402,12 @@ class ModbusPolicy(Detector):
         for uid, flow in self._flows.items():
             pending = flow.pending
             while pending:
-                tid, (ts, frame) = next(iter(pending.items()))
-                if now - ts < timeout:
+                tid, request = next(iter(pending.items()))
+                if now - request.ts < timeout:
                     break
                 del pending[tid]
                 if flow.answered:
-                    self._unanswered(flow, uid, frame, now, out)
+                    self._unanswered(flow, uid, request.frame, now, out)
         if self._disabled:
             out = [f for f in out if f.rule_id not in self._disabled]
         return out
@@ -413,9 +422,9 @@ class ModbusPolicy(Detector):
             return None
         out: list[Finding] = []
         last = flow.get("last_ts", 0.0)
-        for ts, frame in state.pending.values():
-            if last - ts >= self.settings.response_timeout:
-                self._unanswered(state, flow["uid"], frame, last, out)
+        for request in state.pending.values():
+            if last - request.ts >= self.settings.response_timeout:
+                self._unanswered(state, flow["uid"], request.frame, last, out)
         if self._disabled:
             out = [f for f in out if f.rule_id not in self._disabled]
         return out

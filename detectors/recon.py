@@ -104,8 +104,7 @@ def is_identification(msg: ModbusMessage) -> bool:
 
 def _address(request: ModbusMessage) -> int | None:
     """The start address a request reads (read_address for FC 23), None when it has none."""
-    fields = request.fields
-    address = fields["read_address"] if "read_address" in fields else fields.get("address")
+    address = request.fields.get("read_address" if request.fc == 23 else "address")
     return address if isinstance(address, int) else None
 
 
@@ -210,7 +209,8 @@ class ModbusRecon(Detector):
             if start is None or ts - start >= window.length or ts < start:
                 window.start = ts  # Window.roll, inlined
                 scan._reset()
-            address = fields["read_address"] if "read_address" in fields else fields.get("address")
+            # only FC 23 (read/write multiple) carries a read_address (see _address)
+            address = fields.get("read_address" if fc == 23 else "address")
             if not isinstance(address, int):
                 address = None
             flow.other += 1  # type: ignore[union-attr]
