@@ -16,12 +16,13 @@ strings, not on ``uint16(0)`` or ``filesize``.
 
 The pipeline hands the chunks over in batches (``on_stream_batch``): up to 128 chunks of one
 flow direction, at most ``flush_seconds`` of packet time (and a tick) late, always before the
-flow ends. That costs a fraction of a call per chunk, and the batch is appended to the window
-and the chunk index with C-level operations; windows, offsets, packets and findings are those
-of chunk-by-chunk delivery (``on_stream``), only reported up to ``flush_seconds`` later for a
-window that fills quickly (a partial window waited that long before too). Flows the file
-extractor follows get their chunks one by one, in step with the other flows (FTP and TFTP tie
-flows together).
+flow ends. That costs a fraction of a call per chunk, and no object per chunk: a batch comes
+as parallel data (``sentinel.decode.flow.Segments``: the chunks' bytes joined, their offsets,
+times and frames in C arrays), appended to the window and the chunk index (C arrays too) with
+a few C-level copies. Windows, offsets, packets and findings are those of chunk-by-chunk
+delivery (``on_stream``), only reported up to ``flush_seconds`` later for a window that fills
+quickly (a partial window waited that long before too). Flows the file extractor follows get
+their chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
 
 Depth: like Suricata's ``stream.reassembly.depth``, only the first ``decode.stream_depth``
 bytes (default 1 MiB, 0: all) of each direction of a TCP connection are scanned as stream; the
@@ -56,13 +57,13 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import yara
 
 from sentinel.config import Config
+from sentinel.decode.flow import Segments
 from sentinel.detector_settings import YaraSettings, detector_settings
 from sentinel.errors import Location, RuleError
 from sentinel.events import ConnId, StreamData
@@ -306,10 +307,9 @@ class _Stream:
             frames.append(self.frames[-1])
         self.times, self.frames = times, frames
 
-    def add(self, offsets: Iterable[int], times: Sequence[float], frames: Sequence[int]) -> None:
+    def add(self, offsets: Sequence[int], times: Sequence[float], frames: Sequence[int]) -> None:
         """Append chunks to the index, compacting exactly as one append at a time would:
         whenever it grows past MAX_CHUNKS."""
-        offsets = list(offsets)
         i, n = 0, len(offsets)
         while i < n:
             room = MAX_CHUNKS + 1 - len(self.offs)
@@ -456,65 +456,67 @@ class YaraScanner(Detector):
         """What the pipeline calls: the chunks of ``on_stream``, several at a time. Each goes
         through exactly the steps of ``on_stream`` (same windows, chunk index and findings),
         without an event object or a call per chunk unless the file extractor follows the
-        flow."""
+        flow. The pipeline's batches are ``Segments`` (parallel data, appended with C-level
+        copies); a list of ``(data, ts, frame)`` is taken too."""
         if self.rules is None:
             return None
         uid, is_orig = batch.uid, batch.is_orig
         key = (uid, is_orig)
         st = self._streams.get(key)
         out: list[Finding] = []
-        offset = batch.offset
         segments = batch.segments
-        for i, (data, ts, frame) in enumerate(segments):
+        if not isinstance(segments, Segments):
+            segments = Segments.of(batch.offset, segments)
+        for i in range(len(segments.times)):
             if st is not None and not st.files:
-                self._extend(st, segments[i:] if i else segments, out)
+                self._extend(st, segments.tail(i) if i else segments, out)
                 break
             # a new stream, or one that may carry files: chunk by chunk
+            data, ts, frame = segments.chunk(i)
+            offset = segments.offs[i]
             chunk = _new_tuple(
                 StreamData, (ts, frame, uid, batch.conn, is_orig, data, offset, batch.proto)
             )
             found = self.on_stream(chunk)
             if found:
                 out += found
-            offset += len(data)
             st = self._streams.get(key)
         return out
 
-    def _extend(self, st: _Stream, segments: list[tuple[bytes, float, int]], out: list) -> None:
-        """``on_stream``'s steps for many chunks at once (C-level loops): the chunk index and
-        buffer are extended up to each chunk that fills a window, which is scanned then."""
-        datas, times, frames = zip(*segments, strict=True)
-        sizes = list(map(len, datas))
-        if not all(sizes):  # never from the pipeline; on_stream skips empty chunks
-            segments = [seg for seg in segments if seg[0]]
-            if segments:
-                self._extend(st, segments, out)
-            return
-        ends = list(accumulate(sizes))  # ends[i]: bytes of chunks 0..i together
-        window = self._window
-        i, n = 0, len(sizes)
+    def _extend(self, st: _Stream, segments: Segments, out: list) -> None:
+        """``on_stream``'s steps for many chunks at once: their bytes, offsets, times and
+        frames are appended as they come (C-level copies); a batch that fills a window is cut
+        at each chunk that fills one, which is scanned then."""
+        data = segments.data
+        if len(st.buf) + len(data) < self._window:  # the common case: no window fills
+            st.add(segments.offs, segments.times, segments.frames)
+            st.buf += data
+            if st.since is None:
+                st.since = segments.times[0]
+        else:
+            self._extend_filling(st, segments, out)
+        st.last = segments.times[-1]
+
+    def _extend_filling(self, st: _Stream, segments: Segments, out: list) -> None:
+        data, offs, times, frames = segments.data, segments.offs, segments.times, segments.frames
+        ends = [o - offs[0] for o in offs[1:]] + [len(data)]  # ends[i]: chunks 0..i together
+        window, overlap = self._window, self.settings.overlap_bytes
+        i, n = 0, len(ends)
         while i < n:
             done = ends[i - 1] if i else 0
             # the first chunk whose end reaches a full window, or past the last one
             j = bisect.bisect_left(ends, done + window - len(st.buf), i)
             last = min(j, n - 1)
-            start = st.base + len(st.buf)
-            if i == 0 and last == n - 1:
-                st.add(accumulate(sizes[:last], initial=start), times, frames)
-            else:
-                offsets = accumulate(sizes[i:last], initial=start)
-                st.add(offsets, times[i : last + 1], frames[i : last + 1])
-            st.buf += b"".join(datas[i : last + 1])
+            st.add(offs[i : last + 1], times[i : last + 1], frames[i : last + 1])
+            st.buf += data[done : ends[last]]
             if st.since is None:
                 st.since = times[i]
             if j < n:  # chunk j filled a window: scan it now, as on_stream does
-                overlap = self.settings.overlap_bytes
                 while len(st.buf) >= window:
                     self._scan(st, st.base + window, out)
                     st.drop_before(st.base + window - overlap)
                 st.since = times[j] if st.end > st.scanned else None
             i = last + 1
-        st.last = times[-1]
 
     def takes_batches(self, uid: str) -> bool:
         """Batches, except for flows the file extractor follows: FTP and TFTP tie several flows

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from sentinel.decode.packet import (
@@ -50,6 +51,66 @@ class AppAnalyzer(Protocol):
     def finish(self, ts: float) -> None: ...
 
 
+class Segments:
+    """In-order chunks of one flow direction, batched for the batch hook. They are kept as
+    parallel data rather than an object per chunk: their bytes joined, and each chunk's stream
+    offset, packet time and frame in C arrays, so that a consumer that buffers bytes anyway
+    (YARA) appends a batch with a few C-level copies, and a chunk's payload, time and frame
+    objects are freed with its packet. Iterating gives the chunks as ``(data, ts, frame)``."""
+
+    __slots__ = ("data", "frames", "offs", "times")
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data  # a bytearray that grows, or one chunk's bytes
+        self.offs = array("q")  # stream offset of each chunk's first byte
+        self.times = array("d")
+        self.frames = array("q")
+
+    @classmethod
+    def one(cls, data: bytes, offset: int, ts: float, frame: int) -> Segments:
+        """A batch of a single chunk (its bytes are not copied)."""
+        seg = cls(data)
+        seg.offs.append(offset)
+        seg.times.append(ts)
+        seg.frames.append(frame)
+        return seg
+
+    @classmethod
+    def of(cls, offset: int, chunks: Iterable[tuple[bytes, float, int]]) -> Segments:
+        """From ``(data, ts, frame)`` chunks from stream offset ``offset`` on (empty ones, which
+        add nothing to the stream, are left out)."""
+        seg = cls(bytearray())
+        for data, ts, frame in chunks:
+            if data:
+                seg.add(data, offset, ts, frame)
+                offset += len(data)
+        return seg
+
+    def add(self, data: bytes, offset: int, ts: float, frame: int) -> None:
+        self.data += data
+        self.offs.append(offset)
+        self.times.append(ts)
+        self.frames.append(frame)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def chunk(self, i: int) -> tuple[bytes, float, int]:
+        offs = self.offs
+        start = offs[i] - offs[0]
+        end = offs[i + 1] - offs[0] if i + 1 < len(offs) else len(self.data)
+        return bytes(self.data[start:end]), self.times[i], self.frames[i]
+
+    def __iter__(self) -> Iterator[tuple[bytes, float, int]]:
+        return map(self.chunk, range(len(self.times)))
+
+    def tail(self, i: int) -> Segments:
+        """The chunks from the i-th on."""
+        seg = Segments(self.data[self.offs[i] - self.offs[0] :])
+        seg.offs, seg.times, seg.frames = self.offs[i:], self.times[i:], self.frames[i:]
+        return seg
+
+
 class TCPStream:
     """Reassembly state of one direction of a TCP connection."""
 
@@ -68,7 +129,6 @@ class Flow:
     __slots__ = (
         "analyzer",
         "batch",
-        "batch_start",
         "batching",
         "conn",
         "first_ts",
@@ -115,10 +175,8 @@ class Flow:
         # hooks): False when there is none, or beyond the stream depth.
         self.inspect = [False, False]
         self.analyzer: AppAnalyzer | None = None
-        # In-order payload waiting for the batch hook, per direction: [(data, ts, frame)] and
-        # the stream offset of its first byte.
-        self.batch: list[list[tuple[bytes, float, int]] | None] = [None, None]
-        self.batch_start = [0, 0]
+        # In-order payload waiting for the batch hook, per direction.
+        self.batch: list[Segments | None] = [None, None]
         self.batching = False  # whether the batch hook accepted to get this flow late
         self.key: tuple = ()  # the flow table's key, oriented orig -> resp
 
@@ -232,9 +290,10 @@ class FlowTable:
     some chunks of some flows can say so once per direction instead of being called per chunk.
 
     ``batch_hook(flow, is_orig, offset, segments) -> bool`` receives the same in-order chunks
-    in batches, ``segments`` being ``[(data, ts, frame), ...]`` and ``offset`` the stream
-    offset of the first byte: for consumers that buffer bytes anyway (YARA), one call per
-    batch instead of one per chunk. A flow's chunks are handed over one by one, at once, until
+    in batches, ``segments`` a ``Segments`` (it iterates as ``(data, ts, frame)`` and holds
+    the chunks as parallel data) and ``offset`` the stream offset of the first byte: for
+    consumers that buffer bytes anyway (YARA), one call per batch instead of one per chunk,
+    and no object per chunk. A flow's chunks are handed over one by one, at once, until
     the hook returns True (it may take this flow's chunks late; YARA says so once a flow is
     known to carry no file, whose extraction needs chunks in step with other flows); then a
     direction's batch is handed over when it holds ``batch_segments`` chunks, when its first
@@ -249,7 +308,7 @@ class FlowTable:
     address_mapper: Callable[[str], str] | None = None
     stream_hook: StreamHook | None = None
     stream_router: Callable[[Flow, bool], StreamHook | None] | None = None
-    batch_hook: Callable[[Flow, bool, int, list[tuple[bytes, float, int]]], bool] | None = None
+    batch_hook: Callable[[Flow, bool, int, Segments], bool] | None = None
     batch_segments = 128  # chunks per direction before its batch is handed over
     batch_seconds = 1.0  # packet time a batch may wait (``flush_batches(now)``)
     # Bytes batched since all batches were last handed over at once, before they all are:
@@ -337,10 +396,13 @@ class FlowTable:
                                 hook(flow, is_orig, payload, ts, frame)
                             if self.batch_hook is not None:
                                 batch = flow.batch[is_orig]
-                                if batch is None or len(batch) >= self.batch_segments:
+                                if batch is None or len(batch.times) >= self.batch_segments:
                                     self._batch(flow, is_orig, payload, ts, frame)
-                                else:
-                                    batch.append((payload, ts, frame))
+                                else:  # Segments.add, inline
+                                    batch.data += payload
+                                    batch.offs.append(flow.stream_offsets[is_orig])
+                                    batch.times.append(ts)
+                                    batch.frames.append(frame)
                                     self._batched_bytes += len(payload)
                                     if self._batched_bytes >= self.batch_bytes:
                                         self.flush_batches()
@@ -567,9 +629,10 @@ class FlowTable:
     # ------------------------------------------------------------------ batches
     def _batch(self, flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
         """Add an in-order chunk (not yet counted in ``stream_offsets``) to its batch."""
+        offset = flow.stream_offsets[is_orig]
         if not flow.batching:  # at once, until the hook accepts batches for this flow
             flow.batching = self.batch_hook(  # type: ignore[misc]
-                flow, is_orig, flow.stream_offsets[is_orig], [(data, ts, frame)]
+                flow, is_orig, offset, Segments.one(data, offset, ts, frame)
             )
             return
         batch = flow.batch[is_orig]
@@ -577,11 +640,9 @@ class FlowTable:
             self._hand_over(flow, is_orig)
             batch = None
         if batch is None:
-            flow.batch[is_orig] = [(data, ts, frame)]
-            flow.batch_start[is_orig] = flow.stream_offsets[is_orig]
+            batch = flow.batch[is_orig] = Segments(bytearray())
             self._batched[flow.uid] = flow
-        else:
-            batch.append((data, ts, frame))
+        batch.add(data, offset, ts, frame)
         self._batched_bytes += len(data)
         if self._batched_bytes >= self.batch_bytes:
             self.flush_batches()
@@ -592,7 +653,7 @@ class FlowTable:
             return
         flow.batch[is_orig] = None
         if self.batch_hook is not None:
-            flow.batching = self.batch_hook(flow, is_orig, flow.batch_start[is_orig], batch)
+            flow.batching = self.batch_hook(flow, is_orig, batch.offs[0], batch)
 
     def flush_batches(self, now: float | None = None) -> None:
         """Hand over the pending batches (oldest flow first): all of them, or with ``now``
@@ -610,7 +671,7 @@ class FlowTable:
             for is_orig in (True, False):
                 batch = flow.batch[is_orig]
                 if batch is not None:
-                    if batch[0][1] <= limit:
+                    if batch.times[0] <= limit:
                         self._hand_over(flow, is_orig)
                     else:
                         keep[uid] = flow

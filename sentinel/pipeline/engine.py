@@ -28,7 +28,7 @@ from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
 from sentinel.decode.dnp3_link import Dnp3LinkAnalyzer
 from sentinel.decode.dnp3_link import link_ports as dnp3_link_ports
-from sentinel.decode.flow import Flow, FlowTable, StreamHook
+from sentinel.decode.flow import Flow, FlowTable, Segments, StreamHook
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
@@ -414,9 +414,7 @@ class Pipeline:
 
         return one
 
-    def _stream_batch(
-        self, flow: Flow, is_orig: bool, offset: int, segments: list[tuple[bytes, float, int]]
-    ) -> bool:
+    def _stream_batch(self, flow: Flow, is_orig: bool, offset: int, segments: Segments) -> bool:
         """The flow table's batch hook: whether the flow's next chunks may come in batches."""
         uid = flow.uid
         event = _new_tuple(StreamBatch, (uid, flow.conn, is_orig, flow.proto, offset, segments))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.decode.flow import FlowTable
+from sentinel.decode.flow import FlowTable, Segments
 from sentinel.decode.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 A, B = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
@@ -175,3 +175,20 @@ def test_batches_are_chunk_by_chunk_until_the_hook_accepts_them():
         tcp(t, 1.1, A, 40000, B, 502, TCP_ACK, seq=101 + i, ack=1, payload=b"x")
     t.flush()
     assert sizes == [1, 1, 1, 3]  # at once while refused, then batched
+
+
+def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():
+    chunks = [(b"ab", 1.5, 7), (b"", 1.6, 8), (b"cde", 1.75, 9), (b"f", 2.0, 12)]
+    seg = Segments.of(100, chunks)  # the empty chunk adds nothing to the stream: left out
+    assert bytes(seg.data) == b"abcdef"
+    assert (list(seg.offs), list(seg.times), list(seg.frames)) == (
+        [100, 102, 105],
+        [1.5, 1.75, 2.0],
+        [7, 9, 12],
+    )
+    assert len(seg) == 3
+    assert list(seg) == [(b"ab", 1.5, 7), (b"cde", 1.75, 9), (b"f", 2.0, 12)]
+    assert list(seg.tail(1)) == [(b"cde", 1.75, 9), (b"f", 2.0, 12)]
+    assert list(seg.tail(1).offs) == [102, 105]
+    one = Segments.one(b"xyz", 40, 3.0, 5)
+    assert list(one) == [(b"xyz", 3.0, 5)] and one.chunk(0)[0] is one.data  # not copied
