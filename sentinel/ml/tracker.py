@@ -157,7 +157,7 @@ class ChannelState:
         # a windowed channel not in ``Tracker.active``: its next request activates it
         self.waiting = windowed
         self.last_req = 0.0
-        # command -> [command, when last sent, values of its last read, when read]
+        # command -> its slot (``new_slot``)
         self.slots: dict[Command, list[Any]] = {}
         self.debounce: deque[bool] = deque()
         self.episode = False

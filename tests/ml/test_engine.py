@@ -7,6 +7,8 @@ finding's message and evidence name what was observed against what the baseline 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sentinel.ml import rules as R
@@ -332,6 +334,61 @@ def test_process_data_constant_needs_a_day_of_training(hours: float) -> None:
         (f,) = found
         assert f.rule_id == str(R.REGISTER_VALUE.sid) and f.evidence["check"] == "constant"
         assert f.evidence["baseline_value"] == 1 and f.evidence["value"] == 2
+
+
+def test_verified_traffic_takes_the_inline_path_with_the_same_results(
+    learned: tuple[Model, Poller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests whose transition was verified skip the hooks (the inline path of
+    ``Tracker.modbus``): the same findings and windows as when every request goes through
+    them (``verify`` disabled): the same counters in the channels' buckets and windows; most
+    requests take it."""
+    model, poller = learned
+    c, t = conn(), START + 301
+    threshold = model.baseline["channels"][f"{HMI}|{PLC}|1"]["latency"]["threshold"]
+    events = list(poller.run(START, 300))
+    events += [  # a transition the chain never saw
+        ("modbus", request(t, c, 4, 700, address=0, quantity=5)),
+        ("modbus", request(t + 0.01, c, 1, 701, address=0, quantity=2)),
+    ]
+    events += Poller(plant=poller.plant, latency=3 * threshold, tid=poller.tid).run(t + 1, 30)
+    events += Poller(plant=poller.plant, client=ROGUE, uid="C2").run(t + 40, 20)
+    events += poller.run(t + 60, 60)
+    requests = sum(1 for kind, x in events if kind == "modbus" and x.is_orig)
+
+    def run() -> tuple[list[Any], list[Any], dict[Any, list[float]], int]:
+        e = engine(model)
+        windows: list[Any] = []
+        score = e.windows
+        general = 0
+        request_ = e._request
+
+        def record(closed: list[Any], t_end: float) -> Any:
+            windows.append([(ch.key, list(raw)) for ch, raw in closed])
+            return score(closed, t_end)
+
+        def count(*args: Any) -> Any:
+            nonlocal general
+            general += 1
+            return request_(*args)
+
+        e.windows = record  # type: ignore[method-assign]
+        e._request = count  # type: ignore[method-assign]
+        found = [(f.ts, f.rule_id, f.message, f.evidence) for f in feed(e, events)]
+        buckets = {key: ch.bucket for key, ch in e.channels.items()}
+        return found, windows, buckets, general
+
+    found, windows, buckets, general = run()
+    monkeypatch.setattr(Engine, "verify", staticmethod(lambda c: None))
+    found_all, windows_all, buckets_all, general_all = run()
+    assert {f[1] for f in found} >= {
+        str(R.NEW_TRANSITION.sid),
+        str(R.LATENCY.sid),
+        str(R.NEW_TALKER.sid),
+    }
+    assert found == found_all
+    assert windows == windows_all and buckets == buckets_all
+    assert general_all == requests and general < requests / 10
 
 
 def test_bounded_channels(learned: tuple[Model, Poller]) -> None:
