@@ -126,6 +126,19 @@ class SiteLabels:
         return self.lookup(f.conn.resp_h) or self.lookup(f.conn.orig_h)
 
 
+class _FlowBus:
+    """The event bus (``sentinel.decode.modbus.EventBus``) of one Modbus connection: its own
+    dispatch, which keeps the handler tables of its two directions."""
+
+    __slots__ = ("anomaly", "modbus")
+
+    def __init__(
+        self, modbus: Callable[[ModbusMessage], None], anomaly: Callable[[Anomaly], None]
+    ) -> None:
+        self.modbus = modbus
+        self.anomaly = anomaly
+
+
 class Pipeline:
     """One run: packets through decoders and detectors into the sinks; one Pipeline per run.
 
@@ -178,7 +191,8 @@ class Pipeline:
         self.unanswered = 0
         self._aggregator = Aggregator(self._emit_finding, immediate=live)
         self._after_event = [False]  # a protocol event was raised: its message goes to all
-        self._modbus_tables: dict[tuple[str, bool], Any] = {}  # see _make_modbus_dispatch
+        # per-connection Modbus dispatches, when detectors choose their messages
+        self._connection_dispatch: Callable[[], Callable[[ModbusMessage], None]] | None = None
         # Findings from other threads (``emit_finding``), written by the pipeline's thread.
         self._external: queue.SimpleQueue[tuple[dict[str, Any], tuple[Sink, ...]]] = (
             queue.SimpleQueue()
@@ -189,7 +203,11 @@ class Pipeline:
         """Every run replaces this with the closure from ``_make_modbus_dispatch``."""
         raise RuntimeError("Pipeline.modbus called outside a run")
 
-    def _make_modbus_dispatch(self) -> Callable[[ModbusMessage], None]:
+    def _make_modbus_dispatch(self) -> Callable[[], Callable[[ModbusMessage], None]] | None:
+        """Sets ``self.modbus``, the dispatch of every Modbus message (the JSONL record and the
+        ``on_modbus`` handlers). When a detector chooses its messages (``modbus_interest``),
+        returns the factory of per-connection dispatches (``_FlowBus``) instead: each keeps
+        its two directions' handler tables at hand, no look-up per message."""
         writers = [s.modbus for s in self._sinks if _overrides(s, "modbus")]
         handlers = self._handlers["on_modbus"]
         raise_ = self._raise
@@ -199,7 +217,8 @@ class Pipeline:
             def dispatch(msg: ModbusMessage) -> None:
                 write(modbus_record(msg))
 
-            return dispatch
+            self.modbus = dispatch  # type: ignore[method-assign]
+            return None
 
         def dispatch_all(msg: ModbusMessage) -> None:
             record = modbus_record(msg)
@@ -210,15 +229,14 @@ class Pipeline:
                 if findings:
                     raise_(findings)
 
+        self.modbus = dispatch_all  # type: ignore[method-assign]
         gated = [d for d in self.detectors if "on_modbus" in d.subscriptions()]
         if not any(_overrides_interest(d) for d in gated):
-            return dispatch_all
+            return None
         # Per flow direction (asked at its first message), the handlers by the message's
         # function byte (its name, ``func``); tables are shared by the directions with the
         # same interests. A message that follows a protocol event goes to every handler.
         tables: dict[tuple, dict[str, tuple[Callable[..., Any], ...]]] = {}
-        directions = self._modbus_tables = {}
-        max_directions = 2 * self.config.decode.max_flows
         after_event = self._after_event = [False]
 
         def table(msg: ModbusMessage) -> dict[str, tuple[Callable[..., Any], ...]]:
@@ -230,26 +248,32 @@ class Pipeline:
                     func: tuple(h for h, i in pairs if _wants(i, raw))
                     for raw, func in enumerate(FUNC_BY_RAW)
                 }
-            if len(directions) >= max_directions:
-                del directions[next(iter(directions))]
-            directions[(msg.uid, msg.is_orig)] = t
             return t
 
-        def dispatch_some(msg: ModbusMessage) -> None:
-            record = modbus_record(msg)
-            for write in writers:
-                write(record)
-            if after_event[0]:
-                after_event[0] = False
-                chosen: Iterable[Callable[..., Any]] = handlers
-            else:
-                chosen = (directions.get((msg.uid, msg.is_orig)) or table(msg))[msg.func]
-            for handler in chosen:
-                findings = handler(msg)
-                if findings:
-                    raise_(findings)
+        def connection_dispatch() -> Callable[[ModbusMessage], None]:
+            by_direction: list[dict[str, tuple[Callable[..., Any], ...]] | None] = [None, None]
 
-        return dispatch_some
+            def dispatch_some(msg: ModbusMessage) -> None:
+                record = modbus_record(msg)
+                for write in writers:
+                    write(record)
+                if after_event[0]:
+                    after_event[0] = False
+                    chosen: Iterable[Callable[..., Any]] = handlers
+                else:
+                    # is_orig and func by index: this runs once per message
+                    t = by_direction[msg[3]]
+                    if t is None:
+                        t = by_direction[msg[3]] = table(msg)
+                    chosen = t[msg[8]]
+                for handler in chosen:
+                    findings = handler(msg)
+                    if findings:
+                        raise_(findings)
+
+            return dispatch_some
+
+        return connection_dispatch
 
     def anomaly(self, event: Anomaly) -> None:
         self.anomalies[event.name] += 1
@@ -324,19 +348,25 @@ class Pipeline:
             return None
         if first_payload is None:
             if flow.conn.resp_p in self.modbus_ports:
-                return ModbusAnalyzer(flow, self, self.config.decode.max_pending_requests)
+                return self._modbus_analyzer(flow)
             if flow.conn.resp_p in self.dnp3_ports:  # beside the tshark path (dnp3_link.py)
                 return Dnp3LinkAnalyzer(flow, self)
             return None
         if looks_like_modbus_request(first_payload):
-            return ModbusAnalyzer(flow, self, self.config.decode.max_pending_requests)
+            return self._modbus_analyzer(flow)
         return None
+
+    def _modbus_analyzer(self, flow: Flow) -> ModbusAnalyzer:
+        bus: Any = self
+        if self._connection_dispatch is not None:
+            dispatch = self._connection_dispatch()
+            if self.pseudonymizer is not None:
+                dispatch = self.pseudonymizer.wrap_modbus(dispatch)
+            bus = _FlowBus(dispatch, self.anomaly)
+        return ModbusAnalyzer(flow, bus, self.config.decode.max_pending_requests)
 
     def _flow_ended(self, flow: Flow) -> None:
         record = flow.record()
-        if self._modbus_tables:
-            self._modbus_tables.pop((flow.uid, True), None)
-            self._modbus_tables.pop((flow.uid, False), None)
         analyzer = flow.analyzer
         if isinstance(analyzer, ModbusAnalyzer):
             self.unanswered += analyzer.unanswered
@@ -480,7 +510,7 @@ class Pipeline:
             decoder.arp_hook = self._arp_event
         jsonl = JsonlSink(self.out_dir, live=self.live)  # live: append, rotate daily
         self._sinks: list[Sink] = [jsonl, *self.extra_sinks]
-        self.modbus = self._make_modbus_dispatch()  # type: ignore[method-assign]
+        self._connection_dispatch = self._make_modbus_dispatch()
         if p is not None:  # identity strings of devices outside the inventory
             self.modbus = p.wrap_modbus(self.modbus)  # type: ignore[method-assign]
         ot = OTBridge.create(self, flows, self.ot_input)
