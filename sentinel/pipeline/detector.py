@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import ClassVar, NamedTuple
 
 from sentinel.config import Config
+from sentinel.decode.flow import Segments
 from sentinel.events import (
     Anomaly,
     ArpEvent,
@@ -44,7 +45,9 @@ class StreamBatch(NamedTuple):
     is_orig: bool
     proto: int  # 6 TCP, 17 UDP
     offset: int  # stream offset of the first byte of the first segment
-    segments: list[tuple[bytes, float, int]]  # (data, ts, frame), in stream order
+    # The chunks in stream order: the flow table's ``Segments`` (parallel arrays, no object
+    # per chunk); iterating either gives ``(data, ts, frame)``; a list of those is accepted.
+    segments: Segments | list[tuple[bytes, float, int]]
 
 
 class StreamGate(NamedTuple):
