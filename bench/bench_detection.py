@@ -9,9 +9,12 @@ with decode-only:
 * ``<id>``     each other registered built-in detector alone (``--each``);
 * ``all``      every registered detector, as ``sentinel analyze`` runs them.
 
-Modes are interleaved, each repeated ``--repeat`` times; the best (lowest) wall time and
-CPU time of each mode are reported, which is the robust figure on a shared machine. The
-overhead is ``best(mode) / best(decode) - 1``, on CPU time (wall time shown too).
+Modes are interleaved, each repeated ``--repeat`` times, every run in a fresh interpreter
+(imports and set-up untimed), so that no mode inherits another's heap or caches (in one
+process, the modes that run later were measurably slower); ``--in-process`` runs them all in
+this process instead. The best (lowest) wall time and CPU time of each mode are reported,
+which is the robust figure on a shared machine. The overhead is
+``best(mode) / best(decode) - 1``, on CPU time (wall time shown too).
 
 Without ``--capture`` a capture of ``--packets`` packets is generated first with
 ``bench/gen_modbus_capture.py`` (not timed). ``--config`` passes a Sentinel config (for
@@ -54,6 +57,52 @@ def generate(path: Path, packets: int, connections: int, seed: int) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
+def detectors_of(mode: str, config: Any, ruleset: Any) -> list[Any]:
+    """The detectors a mode runs: none, the rule engine, one registered detector, or all."""
+    from sentinel.detectors.suricata import RuleDetector
+    from sentinel.pipeline.detector import REGISTRY
+
+    if mode == "decode":
+        return []
+    if mode == "rules":
+        return [RuleDetector(config, ruleset)]
+    if mode == "all":
+        return [
+            RuleDetector(config, ruleset) if cls is RuleDetector else cls(config)
+            for cls in REGISTRY.values()
+        ]
+    return [REGISTRY[mode](config)]
+
+
+def timed_run(config: Any, ruleset: Any, mode: str, capture: Path, out: Path) -> dict[str, Any]:
+    """One run of the pipeline in this process; only the run itself is timed."""
+    from sentinel.pipeline import Pipeline
+
+    detectors = detectors_of(mode, config, ruleset)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    result = Pipeline(config, out, detectors).run(capture)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "packets": result.stats["packets"],
+        "findings": result.stats["findings"],
+        "depth_reached": result.stats["tcp"].get("stream_depth_reached", 0),
+    }
+
+
+def child_run(args: argparse.Namespace, mode: str, capture: Path, out: Path) -> dict[str, Any]:
+    """``timed_run`` in a fresh interpreter (this script with ``--run-mode``)."""
+    cmd = [sys.executable, __file__, "--run-mode", mode, "--capture", str(capture)]
+    cmd += ["--out", str(out)]
+    if args.config:
+        cmd += ["--config", str(args.config)]
+    if args.stream_depth is not None:
+        cmd += ["--stream-depth", str(args.stream_depth)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--capture", type=Path, help="capture to use (default: generate one)")
@@ -66,15 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         "--stream-depth",
         type=int,
         help="decode.stream_depth for every mode (bytes per TCP direction that stream "
-        "consumers inspect; 0: unlimited); default: the config's (1 MiB)",
+        "consumers inspect; 0: unlimited); default: the config's",
     )
     ap.add_argument("--each", action="store_true", help="also time each detector alone")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--in-process", action="store_true", help="run every mode in this process")
+    ap.add_argument("--run-mode", help=argparse.SUPPRESS)  # one timed run (a child process)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     from sentinel.config import load_config
     from sentinel.detectors.suricata import RuleDetector
-    from sentinel.pipeline import Pipeline
     from sentinel.pipeline.detector import REGISTRY
     from sentinel.rules.loader import load_ruleset
 
@@ -83,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         decode = config.decode.model_copy(update={"stream_depth": args.stream_depth})
         config = config.model_copy(update={"decode": decode})
     ruleset = load_ruleset(config)
+    if args.run_mode:  # a child: one timed run, its figures as JSON
+        import sentinel.detectors  # noqa: F401 - registers the built-in detectors
+
+        print(json.dumps(timed_run(config, ruleset, args.run_mode, args.capture, args.out)))
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
         capture = args.capture
@@ -91,34 +147,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"generating {args.packets:,} packets ...", file=sys.stderr)
             generate(capture, args.packets, args.connections, args.seed)
 
-        modes: dict[str, Any] = {
-            "decode": lambda: [],
-            "rules": lambda: [RuleDetector(config, ruleset)],
-        }
+        names = ["decode", "rules"]
         if args.each:
-            for det_id, cls in REGISTRY.items():
-                if det_id != RuleDetector.id:
-                    modes[det_id] = lambda cls=cls: [cls(config)]
-        modes["all"] = lambda: [
-            RuleDetector(config, ruleset) if cls is RuleDetector else cls(config)
-            for cls in REGISTRY.values()
-        ]
+            names += [det_id for det_id in REGISTRY if det_id != RuleDetector.id]
+        names.append("all")
         best: dict[str, dict[str, Any]] = {}
         for rep in range(args.repeat):
-            for name, make in modes.items():
-                detectors = make()
+            for name in names:
                 out = Path(tmp) / f"out-{name}"
-                wall0, cpu0 = time.perf_counter(), time.process_time()
-                result = Pipeline(config, out, detectors).run(capture)
-                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                entry = best.setdefault(name, {"wall": wall, "cpu": cpu})
-                entry["wall"] = min(entry["wall"], wall)
-                entry["cpu"] = min(entry["cpu"], cpu)
-                entry["packets"] = result.stats["packets"]
-                entry["findings"] = result.stats["findings"]
-                entry["depth_reached"] = result.stats["tcp"].get("stream_depth_reached", 0)
+                if args.in_process:
+                    run = timed_run(config, ruleset, name, capture, out)
+                else:
+                    run = child_run(args, name, capture, out)
+                entry = best.setdefault(name, dict(run))
+                entry["wall"] = min(entry["wall"], run["wall"])
+                entry["cpu"] = min(entry["cpu"], run["cpu"])
                 print(
-                    f"  run {rep + 1}/{args.repeat} {name:<14} {wall:7.2f} s wall {cpu:7.2f} s cpu",
+                    f"  run {rep + 1}/{args.repeat} {name:<14} {run['wall']:7.2f} s wall "
+                    f"{run['cpu']:7.2f} s cpu",
                     file=sys.stderr,
                 )
 
