@@ -10,9 +10,9 @@ with decode-only:
 * ``all``      every registered detector, as ``sentinel analyze`` runs them.
 
 Modes are interleaved, each repeated ``--repeat`` times, every run in a fresh interpreter
-(imports and set-up untimed), so that no mode inherits another's heap or caches (in one
-process, the modes that run later were measurably slower); ``--in-process`` runs them all in
-this process instead. The best (lowest) wall time and CPU time of each mode are reported,
+(imports and set-up untimed), so that no mode inherits another's heap or caches;
+``--in-process`` runs them all in this process instead (runs after the first then start warm:
+on the benchmark capture that gave ``all`` some points less). The best (lowest) wall time and CPU time of each mode are reported,
 which is the robust figure on a shared machine. The overhead is
 ``best(mode) / best(decode) - 1``, on CPU time (wall time shown too).
 
