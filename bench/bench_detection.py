@@ -11,10 +11,11 @@ with decode-only:
 
 Modes are interleaved, each repeated ``--repeat`` times, every run in a fresh interpreter
 (imports and set-up untimed), so that no mode inherits another's heap or caches;
-``--in-process`` runs them all in this process instead (runs after the first then start warm:
-on the benchmark capture that gave ``all`` some points less). The best (lowest) wall time and CPU time of each mode are reported,
-which is the robust figure on a shared machine. The overhead is
-``best(mode) / best(decode) - 1``, on CPU time (wall time shown too).
+``--in-process`` runs them all in this process instead (runs after the first then start
+warm: on the benchmark capture that gave ``all`` some points less). The best (lowest) wall
+time and CPU time of each mode are reported, which is the robust figure on a shared
+machine. The overhead is ``best(mode) / best(decode) - 1``, on CPU time (wall time shown
+too).
 
 Without ``--capture`` a capture of ``--packets`` packets is generated first with
 ``bench/gen_modbus_capture.py`` (not timed). ``--config`` passes a Sentinel config (for
