@@ -324,20 +324,17 @@ class ModbusPolicy(Detector):
 
     # ------------------------------------------------------------------ events
     def on_modbus(self, msg: ModbusMessage) -> list[Finding] | None:
-        # The hot path, once per message. A response only closes its request: the three
-        # fields it needs by index (ts, uid, is_orig, tid), not all fourteen unpacked.
-        if not msg[3]:
-            if self._learn_until is None:
-                self._learn_until = msg[0] + self.settings.learning_seconds
+        # The hot path, once per message. Learning starts at the run's first message.
+        learn_until = self._learn_until
+        if learn_until is None:
+            learn_until = self._learn_until = msg[0] + self.settings.learning_seconds
+        if not msg[3]:  # a response only closes its request: uid and tid by index
             response_flow = self._flows.get(msg[1])
             if response_flow is not None:
                 response_flow.pending.pop(msg[4], None)
                 response_flow.answered = True
             return None
         ts, uid, conn, _, tid, _, _, fc, _, _, _, _, fields, _ = msg
-        learn_until = self._learn_until
-        if learn_until is None:
-            learn_until = self._learn_until = ts + self.settings.learning_seconds
         flow = self._flows.get(uid)
         out: list[Finding] = []
         learning = ts < learn_until
