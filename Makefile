@@ -4,7 +4,8 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := tshark tcpreplay iproute2 bridge-utils procps
+# gcc and libc6-dev: the install compiles the hot paths with mypyc (docs/native.md)
+DEBIAN_PACKAGES := tshark tcpreplay iproute2 bridge-utils procps gcc libc6-dev
 
 .PHONY: demo test system-packages install install-test lint
 

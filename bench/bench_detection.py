@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    from sentinel._native import compiled
     from sentinel.config import load_config
     from sentinel.detectors.suricata import RuleDetector
     from sentinel.pipeline.detector import REGISTRY
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "rules": ruleset.signatures,
         "detectors": list(REGISTRY),
         "repeat": args.repeat,
+        "compiled": compiled(),  # docs/native.md: the mypyc-built modules, or their sources
         "target_overhead": TARGET,
         "results": rows,
     }
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"{summary['capture']}; {ruleset.signatures} shipped rules; detectors: "
-            f"{', '.join(REGISTRY)}; stream depth {summary['stream_depth']}; best of {args.repeat}"
+            f"{', '.join(REGISTRY)}; stream depth {summary['stream_depth']}; "
+            f"best of {args.repeat}; {'compiled' if summary['compiled'] else 'pure-Python'} modules"
         )
         print(
             f"{'mode':<14} {'wall s':>8} {'cpu s':>8} {'packets/s':>11} {'findings':>9} "

@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import sentinel.detectors  # noqa: F401 - registers the built-in detectors
+    from sentinel._native import compiled
     from sentinel.config import load_config
     from sentinel.lab.config import load_site
     from sentinel.lab.scenarios import get_scenarios, load_scenarios
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "capture": capture if args.capture else f"synthesised, {args.minutes:g} min, all scenarios",
         "packets": packets,
         "repeat": args.repeat,
+        "compiled": compiled(),  # docs/native.md: the mypyc-built modules, or their sources
         "train_seconds": train_s,
         "without": {
             "cpu_s": round(best["without"][0], 3),
@@ -262,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"site {args.site}: {report['capture']}, {packets:,} packets, best of {args.repeat}")
+    kind = "compiled" if report["compiled"] else "pure-Python"
+    print(
+        f"site {args.site}: {report['capture']}, {packets:,} packets, best of {args.repeat}, "
+        f"{kind} modules"
+    )
     for name in ("without", "with"):
         r = report[name]
         print(

@@ -74,6 +74,7 @@ class RuleDetector(Detector):
     id = "rules"
     description = "Suricata-compatible rules: shipped signatures/*.rules and --rules sets"
     _variants: ClassVar[dict[frozenset[str], type[RuleDetector]]] = {}
+    _preloaded: tuple[RuleSet, RuleEngine, Any]  # from __new__ to __init__
 
     def __new__(cls, config: Config, *args: Any, **kwargs: Any) -> RuleDetector:
         if args:
@@ -116,7 +117,7 @@ class RuleDetector(Detector):
         eve: Any = None,
     ) -> None:
         super().__init__(config)
-        self.ruleset, self.engine, self.eve = self._preloaded  # type: ignore[has-type]
+        self.ruleset, self.engine, self.eve = self._preloaded
         del self._preloaded
         loader.report(self.ruleset)
         self.modbus_ports = frozenset(config.decode.modbus_ports)

@@ -117,10 +117,11 @@ class RegisterLearn:
 class Learner(Tracker):
     """Learns the baseline from the training part of the traffic (see the module docstring)."""
 
-    call_response = True  # unchanged reads count too
-
     def __init__(self, settings: MLTrainSettings, midpoint: float, max_channels: int = 4096):
-        super().__init__(settings.window_seconds, settings.hop_seconds, max_channels)
+        # every response: unchanged reads count too
+        super().__init__(
+            settings.window_seconds, settings.hop_seconds, max_channels, call_response=True
+        )
         self.settings = settings
         self.midpoint = midpoint  # packet time halfway through the training span
         self.learn: dict[ChannelKey, ChannelLearn] = {}

@@ -41,6 +41,7 @@ from operator import lt as _lt
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from sentinel.events import Anomaly, ConnId, ModbusMessage
 from sentinel.findings import Finding, Technique
@@ -292,6 +293,8 @@ class ScorerRuntime:
         return out
 
 
+# subclassed by interpreted code (the learner, the calibration engine) when compiled
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Engine(Tracker):
     """Checks traffic against ``model`` (see the module docstring)."""
 
@@ -335,8 +338,8 @@ class Engine(Tracker):
         self.registers: dict[tuple[str, int, str, int], RegisterSpec] = {}
         for k, data in b.get("registers", {}).items():
             server, unit, table, address = k.split("|")
-            key = (server, int(unit), table, int(address))
-            self.registers[key] = RegisterSpec(key, data)
+            reg = (server, int(unit), table, int(address))
+            self.registers[reg] = RegisterSpec(reg, data)
         self.servers: dict[tuple[str, int], dict[str, Any]] = {}
         self.server_load: dict[str, tuple[float, int]] = {}
         for data in b.get("servers", {}).values():
@@ -352,7 +355,7 @@ class Engine(Tracker):
             self.channel_data[(data["client"], data["server"], int(data["unit"]))] = data
         # tier 2
         self.runtimes: dict[ChannelKey, ScorerRuntime] = {}
-        forests = []
+        forests: list[Any] = []
         for key_text_, scorer in sorted(model.scorers.items()):
             client, server, unit = key_text_.split("|")
             key = (client, server, int(unit))

@@ -29,6 +29,8 @@ import math
 from collections import deque
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from sentinel.events import Anomaly, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.ml.rules import READ_FCS, WRITE_FCS
@@ -215,11 +217,18 @@ class Conn:
         return self.prev_slot[0]  # type: ignore[no-any-return]
 
 
+# subclassed by interpreted code (the learner, the calibration engine) when compiled
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Tracker:
     """Base of ``Learner`` and ``Engine`` (see the module docstring)."""
 
     def __init__(
-        self, window: float, hop: float, max_channels: int = 4096, idle: float | None = None
+        self,
+        window: float,
+        hop: float,
+        max_channels: int = 4096,
+        idle: float | None = None,
+        call_response: bool = False,
     ) -> None:
         self.window = window
         self.hop = hop
@@ -233,8 +242,8 @@ class Tracker:
         self.active: dict[ChannelKey, ChannelState] = {}
         self.hop_end = 0.0
         self.clock = 0.0
-        # the subclass's choice, as an instance attribute: read for every response (faster)
-        self.call_response = type(self).call_response
+        # whether ``response`` is called for every response (the learner needs them all)
+        self.call_response = call_response
         self.stats: dict[str, int] = {
             "channels_untracked": 0,
             "pending_dropped": 0,
@@ -252,8 +261,7 @@ class Tracker:
     def request(self, c: Conn, msg: ModbusMessage, cmd: Command, ts: float) -> list[Finding] | None:
         return None
 
-    @staticmethod
-    def verify(c: Conn) -> None:
+    def verify(self, c: Conn) -> None:
         """The current request's transition checked out: the next time this command follows
         the same previous command on a channel with ``verified`` set, skip the hook (the hook
         must not have found anything nor changed any state for this transition). A command
@@ -261,9 +269,7 @@ class Tracker:
         if c.slot is not None and c.prev_slot is not _NO_SLOT:
             c.prev_slot[4] = c.slot
 
-    # Called for every response only if ``call_response`` (the learner needs them all).
-    call_response = False
-
+    # Called for every response only if ``call_response``.
     def response(
         self, c: Conn, msg: ModbusMessage, cmd: Command | None, ts: float
     ) -> list[Finding] | None:

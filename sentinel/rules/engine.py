@@ -595,7 +595,7 @@ class RuleEngine:
         if self.needs_modbus_flows:
             self.modbus_flows.add(uid)
         plan = self.plans.get((uid, is_orig)) or self.plan(uid, conn, is_orig, PROTO_TCP)
-        candidates = plan.app_by_fc.get(fc, plan.app_generic)
+        candidates: tuple[Compiled, ...] | list[Compiled] = plan.app_by_fc.get(fc, plan.app_generic)
         derived: list[str] = []
         if plan.app_events and self.derived:
             if fc in mb.ECHOED and request is None and "value_mismatch" in self.derived:
@@ -634,7 +634,9 @@ class RuleEngine:
                 self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig)
                 break
             if self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig):
-                matched = tuple(e for e in events if e.name.split(".", 1)[1] in c.event_names)
+                matched: tuple[Any, ...] = tuple(
+                    e for e in events if e.name.split(".", 1)[1] in c.event_names
+                )
                 matched += tuple(n for n in derived if n in c.event_names)
                 out.append(
                     Alert(

@@ -15,6 +15,7 @@ from sentinel.ml import rules as R
 from sentinel.ml.engine import Engine
 from sentinel.ml.model import Model
 from sentinel.ml.scorer import ForestBounds
+from sentinel.ml.settings import MLSettings
 
 from .helpers import (
     ENG,
@@ -337,7 +338,7 @@ def test_process_data_constant_needs_a_day_of_training(hours: float) -> None:
 
 
 def test_verified_traffic_takes_the_inline_path_with_the_same_results(
-    learned: tuple[Model, Poller], monkeypatch: pytest.MonkeyPatch
+    learned: tuple[Model, Poller],
 ) -> None:
     """Requests whose transition was verified skip the hooks (the inline path of
     ``Tracker.modbus``): the same findings and windows as when every request goes through
@@ -356,31 +357,36 @@ def test_verified_traffic_takes_the_inline_path_with_the_same_results(
     events += poller.run(t + 60, 60)
     requests = sum(1 for kind, x in events if kind == "modbus" and x.is_orig)
 
-    def run() -> tuple[list[Any], list[Any], dict[Any, list[float]], int]:
-        e = engine(model)
-        windows: list[Any] = []
-        score = e.windows
-        general = 0
-        request_ = e._request
+    class Recording(Engine):
+        """Records the windows and counts the requests that go through ``_request`` (a
+        subclass: the compiled engine's methods cannot be replaced on an instance)."""
 
-        def record(closed: list[Any], t_end: float) -> Any:
-            windows.append([(ch.key, list(raw)) for ch, raw in closed])
-            return score(closed, t_end)
+        def __init__(self, verify: bool) -> None:
+            super().__init__(model, MLSettings())
+            self.verifies = verify
+            self.recorded: list[Any] = []
+            self.general = 0
 
-        def count(*args: Any) -> Any:
-            nonlocal general
-            general += 1
-            return request_(*args)
+        def windows(self, closed: list[Any], t_end: float) -> Any:
+            self.recorded.append([(ch.key, list(raw)) for ch, raw in closed])
+            return super().windows(closed, t_end)
 
-        e.windows = record  # type: ignore[method-assign]
-        e._request = count  # type: ignore[method-assign]
+        def _request(self, *args: Any) -> Any:
+            self.general += 1
+            return super()._request(*args)
+
+        def verify(self, c: Any) -> None:
+            if self.verifies:
+                super().verify(c)
+
+    def run(verify: bool) -> tuple[list[Any], list[Any], dict[Any, list[float]], int]:
+        e = Recording(verify)
         found = [(f.ts, f.rule_id, f.message, f.evidence) for f in feed(e, events)]
         buckets = {key: ch.bucket for key, ch in e.channels.items()}
-        return found, windows, buckets, general
+        return found, e.recorded, buckets, e.general
 
-    found, windows, buckets, general = run()
-    monkeypatch.setattr(Engine, "verify", staticmethod(lambda c: None))
-    found_all, windows_all, buckets_all, general_all = run()
+    found, windows, buckets, general = run(verify=True)
+    found_all, windows_all, buckets_all, general_all = run(verify=False)
     assert {f[1] for f in found} >= {
         str(R.NEW_TRANSITION.sid),
         str(R.LATENCY.sid),
