@@ -29,6 +29,7 @@ COMPILED = (
     "sentinel.decode.packet",
     "sentinel.decode.flow",
     "sentinel.decode.modbus",
+    "sentinel.pipeline.routes",
     "sentinel.rules.engine",
     "sentinel.rules.keywords",
     "sentinel.rules.modbus",

@@ -16,11 +16,11 @@ strings, not on ``uint16(0)`` or ``filesize``.
 
 The pipeline hands the chunks over in batches (``on_stream_batch``): up to 128 chunks of one
 flow direction, at most ``flush_seconds`` of packet time (and a tick) late, always before the
-flow ends. That costs a fraction of a call per chunk, and no object per chunk: a batch comes
-as parallel data (``sentinel.decode.flow.Segments``: the chunks' bytes joined, their offsets,
-times and frames in C arrays), appended to the window and the chunk index (C arrays too) with
-a few C-level copies. Windows, offsets, packets and findings are those of chunk-by-chunk
-delivery (``on_stream``), only reported up to ``flush_seconds`` later for a window that fills
+flow ends. That costs a fraction of a call per chunk, and no event object per chunk: a batch
+comes as parallel data (``sentinel.decode.flow.Segments``: the chunks' bytes joined, their
+offsets, times and frames in lists), appended to the window and the chunk index with a few
+copies. Windows, offsets, packets and findings are those of chunk-by-chunk delivery
+(``on_stream``), only reported up to ``flush_seconds`` later for a window that fills
 quickly (a partial window waited that long before too). Flows the file extractor follows get
 their chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
 
@@ -53,7 +53,6 @@ import bisect
 import logging
 import os
 import re
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -280,12 +279,12 @@ class _Stream:
         self.buf = bytearray()
         self.base = 0  # stream offset of buf[0]
         self.scanned = 0  # stream offset up to which bytes were scanned
-        # The chunk index, three parallel C arrays (they keep no Python object alive, so a
-        # batch's chunks are freed as soon as it is appended): stream offset (ascending),
-        # ts and frame.
-        self.offs = array("q")
-        self.times = array("d")
-        self.frames = array("q")
+        # The chunk index, three parallel lists (a batch's lists are appended with one copy
+        # each; at most MAX_CHUNKS entries, so the defaults keep at most 1024 x 256 x 3 small
+        # numbers): stream offset (ascending), ts and frame.
+        self.offs: list[int] = []
+        self.times: list[float] = []
+        self.frames: list[int] = []
         self.since: float | None = None  # packet time of the oldest unscanned byte
         self.matched: list[tuple[str, int]] = []  # (rule key, stream offset)
         self.once: set[str] = set()  # string-less rules already reported

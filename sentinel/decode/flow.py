@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
-from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
@@ -54,17 +53,19 @@ class AppAnalyzer(Protocol):
 class Segments:
     """In-order chunks of one flow direction, batched for the batch hook. They are kept as
     parallel data rather than an object per chunk: their bytes joined, and each chunk's stream
-    offset, packet time and frame in C arrays, so that a consumer that buffers bytes anyway
-    (YARA) appends a batch with a few C-level copies, and a chunk's payload, time and frame
-    objects are freed with its packet. Iterating gives the chunks as ``(data, ts, frame)``."""
+    offset, packet time and frame in three lists, so that a consumer that buffers bytes anyway
+    (YARA) appends a batch with a few copies, and a chunk's payload is freed with its packet.
+    Lists rather than C arrays: appending to a list is a C call in the compiled flow table
+    (docs/native.md), an array's ``append`` a Python method call. Iterating gives the chunks
+    as ``(data, ts, frame)``."""
 
     __slots__ = ("data", "frames", "offs", "times")
 
     def __init__(self, data: bytes | bytearray) -> None:
         self.data = data  # a bytearray that grows, or one chunk's bytes
-        self.offs = array("q")  # stream offset of each chunk's first byte
-        self.times = array("d")
-        self.frames = array("q")
+        self.offs: list[int] = []  # stream offset of each chunk's first byte
+        self.times: list[float] = []
+        self.frames: list[int] = []
 
     @classmethod
     def one(cls, data: bytes, offset: int, ts: float, frame: int) -> Segments:

@@ -36,6 +36,7 @@ from sentinel.decode.tshark import OTBridge, OTInput
 from sentinel.decode.tshark import server_ports as ot_server_ports
 from sentinel.events import Anomaly, ArpEvent, ModbusMessage, PacketEvent, StreamData
 from sentinel.findings import Aggregator, Finding
+from sentinel.pipeline import routes
 from sentinel.pipeline.detector import (
     EVENT_METHODS,
     REGISTRY,
@@ -251,27 +252,9 @@ class Pipeline:
             return t
 
         def connection_dispatch() -> Callable[[ModbusMessage], None]:
-            by_direction: list[dict[str, tuple[Callable[..., Any], ...]] | None] = [None, None]
-
-            def dispatch_some(msg: ModbusMessage) -> None:
-                record = modbus_record(msg)
-                for write in writers:
-                    write(record)
-                if after_event[0]:
-                    after_event[0] = False
-                    chosen: Iterable[Callable[..., Any]] = handlers
-                else:
-                    # is_orig and func by index: this runs once per message
-                    t = by_direction[msg[3]]
-                    if t is None:
-                        t = by_direction[msg[3]] = table(msg)
-                    chosen = t[msg[8]]
-                for handler in chosen:
-                    findings = handler(msg)
-                    if findings:
-                        raise_(findings)
-
-            return dispatch_some
+            return routes.connection_dispatch(
+                modbus_record, writers, handlers, table, after_event, raise_
+            )
 
         return connection_dispatch
 
@@ -400,7 +383,7 @@ class Pipeline:
     def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | None:
         """The flow table's stream router: the hook of one flow direction, from the gates of
         the ``on_stream`` detectors (see ``Detector.stream_gate``)."""
-        alternatives: list[tuple[int, tuple[tuple[int, frozenset[int]], ...]]] = []
+        alternatives: list[routes.Alternative] = []
         for det in self._stream_detectors:
             gate = det.stream_gate(flow.uid, flow.conn, is_orig, flow.proto)
             if gate is None:
@@ -408,41 +391,7 @@ class Pipeline:
             alternatives += gate.alternatives
         if not alternatives:
             return None
-        event = self._stream_event
-        if len(alternatives) > 1:
-            alts = tuple(alternatives)
-
-            def gated(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-                n = len(data)
-                for size, conditions in alts:
-                    if n >= size:
-                        for at, values in conditions:
-                            if data[at] not in values:
-                                break
-                        else:
-                            event(flow, is_orig, data, ts, frame)
-                            return
-
-            return gated
-        ((size, conditions),) = alternatives
-        if not conditions:
-
-            def sized(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-                if len(data) >= size:
-                    event(flow, is_orig, data, ts, frame)
-
-            return sized
-        (at, values), rest = conditions[0], conditions[1:]
-
-        def one(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-            # size first: every condition's offset is below it
-            if len(data) >= size and data[at] in values:
-                for at2, values2 in rest:
-                    if data[at2] not in values2:
-                        return
-                event(flow, is_orig, data, ts, frame)
-
-        return one
+        return routes.gated_stream_hook(self._stream_event, alternatives)
 
     def _stream_batch(self, flow: Flow, is_orig: bool, offset: int, segments: Segments) -> bool:
         """The flow table's batch hook: whether the flow's next chunks may come in batches."""
