@@ -32,7 +32,9 @@ class SourceFirst(importlib.abc.MetaPathFinder):
     def __init__(self, modules: dict[str, Path]) -> None:
         self.modules = modules
 
-    def find_spec(self, name: str, path: object = None, target: object = None):  # type: ignore[no-untyped-def]
+    def find_spec(
+        self, name: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         source = self.modules.get(name)
         if source is None:
             return None
@@ -66,6 +68,7 @@ def compiled() -> bool:
 
 
 def choose(manifest: Path = MANIFEST) -> None:
+    """Keeps the compiled modules, or puts their sources first (see the module docstring)."""
     if not compiled():
         return
     digests: dict[str, str] = json.loads(manifest.read_text())
