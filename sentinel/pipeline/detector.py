@@ -45,9 +45,13 @@ class StreamBatch(NamedTuple):
     is_orig: bool
     proto: int  # 6 TCP, 17 UDP
     offset: int  # stream offset of the first byte of the first segment
-    # The chunks in stream order: the flow table's ``Segments`` (parallel arrays, no object
-    # per chunk); iterating either gives ``(data, ts, frame)``; a list of those is accepted.
+    # The chunks in stream order: the flow table's ``Segments`` (parallel lists, no event
+    # object per chunk); iterating either gives ``(data, ts, frame)``; a list of those too.
     segments: Segments | list[tuple[bytes, float, int]]
+
+
+# (min_size, ((offset, values), ...)): one alternative of a ``StreamGate``
+GateAlternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
 
 
 class StreamGate(NamedTuple):
@@ -57,7 +61,7 @@ class StreamGate(NamedTuple):
     is one of the values. The pipeline builds no event for other chunks (they may still come
     when another detector wants them: a gate is a promise about findings, not a filter)."""
 
-    alternatives: tuple[tuple[int, tuple[tuple[int, frozenset[int]], ...]], ...] = ()
+    alternatives: tuple[GateAlternative, ...] = ()
 
 
 NO_CHUNK = StreamGate()  # the direction's chunks cannot raise a finding

@@ -41,6 +41,7 @@ from sentinel.pipeline.detector import (
     EVENT_METHODS,
     REGISTRY,
     Detector,
+    GateAlternative,
     ModbusInterest,
     StreamBatch,
 )
@@ -383,7 +384,7 @@ class Pipeline:
     def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | None:
         """The flow table's stream router: the hook of one flow direction, from the gates of
         the ``on_stream`` detectors (see ``Detector.stream_gate``)."""
-        alternatives: list[routes.Alternative] = []
+        alternatives: list[GateAlternative] = []
         for det in self._stream_detectors:
             gate = det.stream_gate(flow.uid, flow.conn, is_orig, flow.proto)
             if gate is None:

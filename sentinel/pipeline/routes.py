@@ -10,16 +10,14 @@ from typing import Any
 
 from sentinel.decode.flow import Flow, StreamHook
 from sentinel.events import ModbusMessage
+from sentinel.pipeline.detector import GateAlternative
 
-# (minimum size, ((byte offset, allowed values), ...)): a chunk passes when it is at least that
-# long and every listed byte has an allowed value (``Detector.stream_gate``)
-Alternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
 HandlerTable = dict[str, tuple[Callable[..., Any], ...]]
 
 
-def gated_stream_hook(event: StreamHook, alternatives: list[Alternative]) -> StreamHook:
-    """The hook of a flow direction whose every stream detector has a gate: ``event`` for a
-    chunk that passes one of ``alternatives``, nothing for the others."""
+def gated_stream_hook(event: StreamHook, alternatives: list[GateAlternative]) -> StreamHook:
+    """The hook of a flow direction whose every stream detector has a gate (``StreamGate``):
+    ``event`` for a chunk that passes one of ``alternatives``, nothing for the others."""
     if len(alternatives) > 1:
         alts = tuple(alternatives)
 
