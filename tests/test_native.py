@@ -29,11 +29,16 @@ EXPECTED = {
 OUTPUTS = ("findings.jsonl", "modbus.jsonl", "flows.jsonl", "assets.jsonl", "eve.json")
 
 
+def child_env(**env: str) -> dict[str, str]:
+    """This environment without the pure-Python switch, plus ``env``."""
+    return {k: v for k, v in os.environ.items() if k != _native.ENV} | env
+
+
 def python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != _native.ENV} | env
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True
-    )
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(**env),
+        check=True,
+    )  # fmt: skip
 
 
 def manifest() -> dict[str, str]:
@@ -98,8 +103,9 @@ def test_stale_names_missing_and_changed_sources(tmp_path):
 
 
 def sentinel(*args: str | Path, **env: str) -> None:
-    environ = {k: v for k, v in os.environ.items() if k != _native.ENV} | env
-    subprocess.run(["sentinel", *map(str, args)], check=True, capture_output=True, env=environ)
+    subprocess.run(
+        ["sentinel", *map(str, args)], check=True, capture_output=True, env=child_env(**env)
+    )
 
 
 @pytest.fixture(scope="module")
