@@ -30,6 +30,7 @@ COMPILED = (
     "sentinel.decode.flow",
     "sentinel.decode.modbus",
     "sentinel.pipeline.routes",
+    "sentinel.pipeline.detector",
     "sentinel.rules.engine",
     "sentinel.rules.keywords",
     "sentinel.rules.modbus",

@@ -291,7 +291,6 @@ def _evidence(msg: ModbusMessage, policy: _Policy | None) -> dict[str, Any]:
     return ev
 
 
-@register
 class ModbusPolicy(Detector):
     id = "modbus_policy"
     description = (
@@ -782,3 +781,8 @@ class ModbusPolicy(Detector):
         self, rule: PolicyRule, msg: ModbusMessage, message: str, evidence: dict[str, Any]
     ) -> Finding:
         return message_finding(rule, self.id, RULESET, msg, message, evidence)
+
+
+# Registered by a call, not with the decorator: a decorated class is not compiled as a
+# native class (docs/native.md).
+register(ModbusPolicy)

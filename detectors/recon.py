@@ -167,7 +167,6 @@ class _Probes:
         self.fired = False
 
 
-@register
 class ModbusRecon(Detector):
     id = "modbus_recon"
     description = (
@@ -493,3 +492,8 @@ def _span(values: Any) -> list[int]:
     """[lowest, highest] of a set of numbers (evidence stays small whatever the sweep size)."""
     items = list(values)
     return [min(items), max(items)] if items else []
+
+
+# Registered by a call, not with the decorator: a decorated class is not compiled as a
+# native class (docs/native.md).
+register(ModbusRecon)

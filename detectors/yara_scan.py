@@ -338,7 +338,6 @@ class _Stream:
         return self.times[i], self.frames[i]
 
 
-@register
 class YaraScanner(Detector):
     id = "yara"
     description = "YARA rules over reassembled TCP/UDP payload streams and rebuilt files"
@@ -377,10 +376,10 @@ class YaraScanner(Detector):
         self._modbus_ports = frozenset(config.decode.modbus_ports)
         self.errors = 0  # scans that failed (timeouts); logged, never raised
 
-    def subscriptions(self) -> list[str]:  # type: ignore[override]
+    def subscriptions(self) -> list[str]:
         """Nothing when there is no rule (disabled, or none configured): then the pipeline
         builds no stream events and keeps its fast path."""
-        return Detector.subscriptions.__func__(type(self)) if self.rules is not None else []  # type: ignore[attr-defined]
+        return super().subscriptions() if self.rules is not None else []
 
     # ------------------------------------------------------------------ events
     def on_stream(self, chunk: StreamData) -> list[Finding] | None:
@@ -720,3 +719,8 @@ class YaraScanner(Detector):
             evidence=evidence,
             reference=info.reference,
         )
+
+
+# Registered by a call, not with the decorator: a decorated class is not compiled as a
+# native class (docs/native.md).
+register(YaraScanner)

@@ -52,17 +52,21 @@ class AppAnalyzer(Protocol):
 
 class Segments:
     """In-order chunks of one flow direction, batched for the batch hook. They are kept as
-    parallel data rather than an object per chunk: their bytes joined, and each chunk's stream
-    offset, packet time and frame in three lists, so that a consumer that buffers bytes anyway
-    (YARA) appends a batch with a few copies, and a chunk's payload is freed with its packet.
-    Lists rather than C arrays: appending to a list is a C call in the compiled flow table
-    (docs/native.md), an array's ``append`` a Python method call. Iterating gives the chunks
-    as ``(data, ts, frame)``."""
+    parallel data rather than an object per chunk: their bytes joined (``data``), and each
+    chunk's stream offset, packet time and frame in three lists, so that a consumer that
+    buffers bytes anyway (YARA) appends a batch with a few copies. Lists rather than C arrays:
+    appending to a list is a C call in the compiled flow table (docs/native.md), an array's
+    ``append`` a Python method call. Iterating gives the chunks as ``(data, ts, frame)``.
 
-    __slots__ = ("data", "frames", "offs", "times")
+    While a batch fills, its chunks' bytes wait in ``parts`` and ``seal()`` joins them into
+    ``data`` (once, at hand-over): growing a bytearray by small chunks reallocates it at
+    almost every chunk, which cost more than all the rest of batching."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
-        self.data = data  # a bytearray that grows, or one chunk's bytes
+    __slots__ = ("data", "frames", "offs", "parts", "times")
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data  # the chunks' bytes, joined (after ``seal()``)
+        self.parts: list[bytes] = []  # chunks' bytes not yet in data
         self.offs: list[int] = []  # stream offset of each chunk's first byte
         self.times: list[float] = []
         self.frames: list[int] = []
@@ -80,18 +84,26 @@ class Segments:
     def of(cls, offset: int, chunks: Iterable[tuple[bytes, float, int]]) -> Segments:
         """From ``(data, ts, frame)`` chunks from stream offset ``offset`` on (empty ones, which
         add nothing to the stream, are left out)."""
-        seg = cls(bytearray())
+        seg = cls()
         for data, ts, frame in chunks:
             if data:
                 seg.add(data, offset, ts, frame)
                 offset += len(data)
+        seg.seal()
         return seg
 
     def add(self, data: bytes, offset: int, ts: float, frame: int) -> None:
-        self.data += data
+        """Append a chunk (its bytes reach ``data`` at ``seal()``)."""
+        self.parts.append(data)
         self.offs.append(offset)
         self.times.append(ts)
         self.frames.append(frame)
+
+    def seal(self) -> None:
+        """Join the added chunks' bytes into ``data``."""
+        if self.parts:
+            self.data = b"".join([self.data, *self.parts]) if self.data else b"".join(self.parts)
+            self.parts = []
 
     def __len__(self) -> int:
         return len(self.times)
@@ -99,8 +111,11 @@ class Segments:
     def chunk(self, i: int) -> tuple[bytes, float, int]:
         offs = self.offs
         start = offs[i] - offs[0]
-        end = offs[i + 1] - offs[0] if i + 1 < len(offs) else len(self.data)
-        return bytes(self.data[start:end]), self.times[i], self.frames[i]
+        data = self.data
+        end = offs[i + 1] - offs[0] if i + 1 < len(offs) else len(data)
+        if start or end < len(data):
+            data = data[start:end]
+        return data, self.times[i], self.frames[i]
 
     def __iter__(self) -> Iterator[tuple[bytes, float, int]]:
         return map(self.chunk, range(len(self.times)))
@@ -400,7 +415,7 @@ class FlowTable:
                                 if batch is None or len(batch.times) >= self.batch_segments:
                                     self._batch(flow, is_orig, payload, ts, frame)
                                 else:  # Segments.add, inline
-                                    batch.data += payload
+                                    batch.parts.append(payload)
                                     batch.offs.append(flow.stream_offsets[is_orig])
                                     batch.times.append(ts)
                                     batch.frames.append(frame)
@@ -641,7 +656,7 @@ class FlowTable:
             self._hand_over(flow, is_orig)
             batch = None
         if batch is None:
-            batch = flow.batch[is_orig] = Segments(bytearray())
+            batch = flow.batch[is_orig] = Segments()
             self._batched[flow.uid] = flow
         batch.add(data, offset, ts, frame)
         self._batched_bytes += len(data)
@@ -654,6 +669,7 @@ class FlowTable:
             return
         flow.batch[is_orig] = None
         if self.batch_hook is not None:
+            batch.seal()
             flow.batching = self.batch_hook(flow, is_orig, batch.offs[0], batch)
 
     def flush_batches(self, now: float | None = None) -> None:

@@ -58,7 +58,7 @@ class MLDetector(Detector):
             self.on_flow_end = self.engine.flow_end  # type: ignore[method-assign]
             self.on_tick = self.engine.tick  # type: ignore[method-assign]
 
-    def subscriptions(self) -> list[str]:  # type: ignore[override]
+    def subscriptions(self) -> list[str]:
         """The events this instance needs: none without a model."""
         if self.engine is None:
             return []

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from sentinel.config import Config
 from sentinel.decode.flow import Segments
 from sentinel.events import (
@@ -78,6 +80,9 @@ class ModbusInterest(NamedTuple):
     exceptions: bool = True
 
 
+# Compiled (docs/native.md): the built-in detectors in compiled modules are then native
+# classes too (attributes in slots, not a dict); others subclass it as usual.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Detector:
     """Base class: override ``on_*`` methods; each returns the findings it raises (or None)."""
 
@@ -143,8 +148,9 @@ class Detector:
         after their flow ended when tshark lags behind (see ``sentinel/decode/tshark.py``)."""
         raise NotImplementedError
 
-    @classmethod
-    def subscriptions(cls) -> list[str]:
+    def subscriptions(self) -> list[str]:
+        """The events this detector gets: the ``on_*`` methods its class overrides."""
+        cls = type(self)
         wanted = [m for m in EVENT_METHODS if getattr(cls, m) is not getattr(Detector, m)]
         if "on_stream_batch" in wanted and "on_stream" in wanted:
             wanted.remove("on_stream")  # batches carry the same chunks

@@ -190,5 +190,11 @@ def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():
     assert list(seg) == [(b"ab", 1.5, 7), (b"cde", 1.75, 9), (b"f", 2.0, 12)]
     assert list(seg.tail(1)) == [(b"cde", 1.75, 9), (b"f", 2.0, 12)]
     assert list(seg.tail(1).offs) == [102, 105]
+    growing = Segments()  # as the flow table fills a batch: bytes joined once, at seal()
+    growing.add(b"gh", 106, 2.5, 13)
+    growing.add(b"ij", 108, 2.6, 14)
+    assert growing.data == b"" and len(growing) == 2
+    growing.seal()
+    assert growing.data == b"ghij" and growing.parts == [] and list(growing)[1] == (b"ij", 2.6, 14)
     one = Segments.one(b"xyz", 40, 3.0, 5)
     assert list(one) == [(b"xyz", 3.0, 5)] and one.chunk(0)[0] is one.data  # not copied
