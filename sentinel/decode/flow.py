@@ -329,7 +329,7 @@ class FlowTable:
     batch_seconds = 1.0  # packet time a batch may wait (``flush_batches(now)``)
     # Bytes batched since all batches were last handed over at once, before they all are:
     # a bound on what the batches hold.
-    batch_bytes = 16 << 20
+    batch_bytes = 16_777_216  # 16 MiB (a literal: mypyc takes no expression as a default)
     # Content inspection depth per TCP direction (Suricata's ``stream.reassembly.depth``): the
     # stream and batch hooks get a direction's first ``stream_depth`` bytes only; 0: all.
     # The analyzer (the Modbus decoder) always gets every byte.
