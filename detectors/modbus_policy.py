@@ -47,7 +47,7 @@ direction only must not turn every request into silence). All state is bounded
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sentinel.config import Asset, Config
 from sentinel.detector_settings import PolicySettings, detector_settings
@@ -64,7 +64,7 @@ from .common import (
     technique,
 )
 
-RULESET = "sentinel-ot-policy"
+RULESET: Final = "sentinel-ot-policy"
 
 UNAUTHORIZED_CLIENT = PolicyRule(
     9000101,
@@ -158,10 +158,10 @@ PROGRAM_RULES: dict[int, PolicyRule] = {
     126: PROGRAMMING,
     125: FIRMWARE,
 }
-RESET_COMM_LINK = 19
+RESET_COMM_LINK: Final = 19
 # The functions a request is checked for beyond its client and rate
 _CHECKED_FUNCTIONS = frozenset({*WRITE_TABLES, 8, RESET_COMM_LINK, *PROGRAM_RULES})
-MAX_LISTED = 16  # offending addresses/values listed in one finding's evidence
+MAX_LISTED: Final = 16  # offending addresses/values listed in one finding's evidence
 
 
 class _Range:

@@ -40,7 +40,7 @@ reported when it ends; an HMI that identifies a PLC and then polls it is normal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sentinel.config import Config
 from sentinel.detector_settings import PolicySettings, detector_settings
@@ -57,7 +57,7 @@ from .common import (
     technique,
 )
 
-RULESET = "sentinel-ot-recon"
+RULESET: Final = "sentinel-ot-recon"
 
 FC_SWEEP = PolicyRule(9000201, "Modbus function code sweep", "medium", technique("T0888"))
 UNIT_SWEEP = PolicyRule(9000202, "Modbus unit id sweep", "medium", technique("T0846"))
@@ -85,17 +85,17 @@ RULES: tuple[PolicyRule, ...] = (
 )
 
 # Exception codes (spec section 7).
-ILLEGAL_FUNCTION = 0x01
-ILLEGAL_DATA_ADDRESS = 0x02
+ILLEGAL_FUNCTION: Final = 0x01
+ILLEGAL_DATA_ADDRESS: Final = 0x02
 # "No such unit": single-unit servers answer 0x04 SERVER_DEVICE_FAILURE, gateways 0x0A
 # GATEWAY_PATH_UNAVAILABLE or 0x0B GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND.
 UNIT_ERRORS = frozenset({0x04, 0x0A, 0x0B})
 SWEEPS = frozenset({9000201, 9000202, 9000203})
 # Read functions and the table their address refers to (spec 6.1-6.4, 6.17).
 READ_TABLES = {1: "coils", 2: "discretes", 3: "holding", 4: "input", 23: "holding"}
-MEI_READ_DEVICE_ID = 0x0E
+MEI_READ_DEVICE_ID: Final = 0x0E
 EXCEPTIONS_ONLY = ModbusInterest(functions=frozenset(), exceptions=True)
-MAX_SEEN = 512  # distinct requests remembered per pair and window (the polling fast path)
+MAX_SEEN: Final = 512  # distinct requests remembered per pair and window (the polling fast path)
 
 
 def is_identification(msg: ModbusMessage) -> bool:

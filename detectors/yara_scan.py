@@ -57,7 +57,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yara
 
@@ -75,13 +75,13 @@ from .files import ExtractedFile, FileExtractor
 
 log = logging.getLogger(__name__)
 
-RULESET = "sentinel-yara"
+RULESET: Final = "sentinel-yara"
 DEFAULT_TECHNIQUE = technique("T0867")  # Lateral Tool Transfer: tooling crossing the network
 EXTERNALS = {"sentinel_scope": "", "file_name": ""}
 RULE_SUFFIXES = (".yar", ".yara")
-MAX_CHUNKS = 256  # (offset, ts, frame) entries kept per stream; merged pairwise beyond
-MAX_MATCHED = 64  # stream matches remembered per stream, to avoid re-reporting them in files
-PROTO_UDP = 17
+MAX_CHUNKS: Final = 256  # (offset, ts, frame) entries kept per stream; merged pairwise beyond
+MAX_MATCHED: Final = 64  # stream matches remembered per stream, to avoid re-reporting them in files
+PROTO_UDP: Final = 17
 # Well-known ports, to name ``network.protocol`` of a stream finding.
 PORT_PROTOCOLS = {
     20: "ftp-data",

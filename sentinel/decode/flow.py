@@ -16,7 +16,7 @@ import re
 import socket
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Final, Protocol
 
 from sentinel.decode.packet import (
     PROTO_TCP,
@@ -28,12 +28,17 @@ from sentinel.decode.packet import (
 )
 from sentinel.events import ConnId
 
-SEQ_MASK = 0xFFFFFFFF
-SEQ_HALF = 0x80000000
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SEQ_MASK: Final = 0xFFFFFFFF
+SEQ_HALF: Final = 0x80000000
+BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # Zeek's history letters; upper case is the originator, lower case the responder.
-H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST = 1, 2, 4, 8, 16, 32
+H_SYN: Final = 1
+H_SYNACK: Final = 2
+H_ACK: Final = 4
+H_DATA: Final = 8
+H_FIN: Final = 16
+H_RST: Final = 32
 _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R")  # Zeek: SYN, then RST before any answer
 HISTORY_LETTERS = {H_SYN: "S", H_SYNACK: "H", H_ACK: "A", H_DATA: "D", H_FIN: "F", H_RST: "R"}
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sentinel.decode.modbus_codes import (
     DEVICE_ID_OBJECTS,
@@ -41,7 +41,7 @@ _u16x2 = struct.Struct(">HH").unpack_from
 _u16x3 = struct.Struct(">HHH").unpack_from
 _u16x4 = struct.Struct(">HHHH").unpack_from
 
-MAX_ADU_LENGTH = 254  # MBAP length field: unit id + PDU of at most 253 bytes (spec 4.1)
+MAX_ADU_LENGTH: Final = 254  # MBAP length field: unit id + PDU of at most 253 bytes (spec 4.1)
 # bit i of a byte, least significant first (spec 6.1: coils packed LSB first)
 _BITS = tuple(tuple(bool(b >> i & 1) for i in range(8)) for b in range(256))
 

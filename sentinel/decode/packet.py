@@ -12,36 +12,37 @@ import socket
 import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from sentinel.events import ArpEvent
 
 # Link types (tcpdump.org/linktypes.html)
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
 LINKTYPES_RAW_IP = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}
 
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
-ETH_ARP = 0x0806
+ETH_IPV4: Final = 0x0800
+ETH_IPV6: Final = 0x86DD
+ETH_ARP: Final = 0x0806
 ETH_VLAN = {0x8100, 0x88A8, 0x9100}
 
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 # IPv6 extension headers that are skipped to find the transport (RFC 8200 section 4)
 IPV6_EXT_SKIP = {0, 43, 60}
-IPV6_FRAGMENT = 44
+IPV6_FRAGMENT: Final = 44
 
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_PSH = 0x08
-TCP_ACK = 0x10
+TCP_FIN: Final = 0x01
+TCP_SYN: Final = 0x02
+TCP_RST: Final = 0x04
+TCP_PSH: Final = 0x08
+TCP_ACK: Final = 0x10
 
 _u16 = struct.Struct(">H").unpack_from
 _ipv4 = struct.Struct(">BBHHHBBH4s4s").unpack_from

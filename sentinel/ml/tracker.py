@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -58,9 +58,9 @@ from sentinel.ml.window import (
 Command = tuple[int, Any, Any]
 ChannelKey = tuple[str, str, int]
 
-MAX_PENDING = 256  # open requests remembered per connection
-MAX_COMMANDS = 1024  # distinct commands remembered per channel
-MAX_CONNS_FACTOR = 4  # connections tracked: this many times max_channels
+MAX_PENDING: Final = 256  # open requests remembered per connection
+MAX_COMMANDS: Final = 1024  # distinct commands remembered per channel
+MAX_CONNS_FACTOR: Final = 4  # connections tracked: this many times max_channels
 
 
 def command(fc: int, fields: dict[str, Any]) -> Command:

@@ -7,6 +7,8 @@ updates these counters for every Modbus message, so they must stay cheap.
 
 from __future__ import annotations
 
+from typing import Final
+
 # Raw counters of a bucket (and of a window: sums, except the MAX_ and ADDR_ columns).
 RAW = (
     "n_req",  # requests
@@ -26,25 +28,26 @@ RAW = (
     "n_reads",  # read responses carrying values
     "n_changed",  # of them, with values that differ from the previous read of the command
 )
-(
-    N_REQ,
-    N_RESP,
-    N_WRITE,
-    N_OTHER,
-    N_EXC,
-    N_IA,
-    S_IA,
-    S_IA2,
-    MAX_IA,
-    N_LAT,
-    S_LAT,
-    MAX_LAT,
-    ADDR_LO,
-    ADDR_HI,
-    N_VAL,
-    N_CHG,
-) = range(len(RAW))
+# Their columns. Literal constants (Final) so that the compiled tracker and engine use them
+# as numbers instead of looking each up by name (docs/native.md).
+N_REQ: Final = 0
+N_RESP: Final = 1
+N_WRITE: Final = 2
+N_OTHER: Final = 3
+N_EXC: Final = 4
+N_IA: Final = 5
+S_IA: Final = 6
+S_IA2: Final = 7
+MAX_IA: Final = 8
+N_LAT: Final = 9
+S_LAT: Final = 10
+MAX_LAT: Final = 11
+ADDR_LO: Final = 12
+ADDR_HI: Final = 13
+N_VAL: Final = 14
+N_CHG: Final = 15
 NRAW = len(RAW)
+assert N_CHG + 1 == NRAW  # one column per name of RAW, in its order
 _MAX_COLS = (MAX_IA, MAX_LAT, ADDR_HI)
 _MIN_COLS = (ADDR_LO,)
 ADDR_NONE_LO = 65536.0

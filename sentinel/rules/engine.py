@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
@@ -43,7 +43,8 @@ from sentinel.rules.model import (
 )
 from sentinel.rules.payload import PayloadMatcher, byte_test
 
-PROTO_TCP, PROTO_UDP = 6, 17
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 ACTION_RANK = {
     "pass": 0,
     "drop": 1,
@@ -205,7 +206,7 @@ class Plan:
 
 Gate = tuple[tuple[int, tuple[tuple[int, frozenset[int]], ...]], ...]
 _BYTES = frozenset(range(256))
-MAX_ALTERNATIVES = 8
+MAX_ALTERNATIVES: Final = 8
 
 
 def _conditions(c: Compiled) -> tuple[int, dict[int, frozenset[int]], list[int]]:
