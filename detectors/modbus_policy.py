@@ -128,7 +128,7 @@ RULES: tuple[PolicyRule, ...] = (
 )
 
 # Function codes that write, and the table they write to (spec 6.5, 6.6, 6.11, 6.12, 6.16, 6.17).
-WRITE_TABLES: dict[int, str] = {
+WRITE_TABLES: Final[dict[int, str]] = {
     5: "coils",
     6: "holding",
     15: "coils",
@@ -137,7 +137,7 @@ WRITE_TABLES: dict[int, str] = {
     23: "holding",
 }
 # Diagnostics sub-functions (spec 6.8.1) that disturb the device.
-DIAG_RULES: dict[int, PolicyRule] = {
+DIAG_RULES: Final[dict[int, PolicyRule]] = {
     0x01: RESTART_COMMS,  # Restart Communications Option
     0x04: LISTEN_ONLY,  # Force Listen Only Mode
     0x0A: CLEAR_COUNTERS,  # Clear Counters and Diagnostic Register
@@ -147,7 +147,7 @@ DIAG_RULES: dict[int, PolicyRule] = {
 # vendor codes as named in Zeek's consts.zeek: 9 PROGRAM_484, 13 PROGRAM_584_984,
 # 18 PROGRAM_884_U84, 40 PROGRAM_CONCEPT, 90 PROGRAM_UNITY (UMAS), 126 PROGRAM_584_984_2,
 # 125 FIRMWARE_REPLACEMENT, 19 RESET_COMM_LINK_884_U84).
-PROGRAM_RULES: dict[int, PolicyRule] = {
+PROGRAM_RULES: Final[dict[int, PolicyRule]] = {
     20: FILE_READ,
     21: FILE_WRITE,
     9: PROGRAMMING,
@@ -160,7 +160,7 @@ PROGRAM_RULES: dict[int, PolicyRule] = {
 }
 RESET_COMM_LINK: Final = 19
 # The functions a request is checked for beyond its client and rate
-_CHECKED_FUNCTIONS = frozenset({*WRITE_TABLES, 8, RESET_COMM_LINK, *PROGRAM_RULES})
+_CHECKED_FUNCTIONS: Final = frozenset({*WRITE_TABLES, 8, RESET_COMM_LINK, *PROGRAM_RULES})
 MAX_LISTED: Final = 16  # offending addresses/values listed in one finding's evidence
 
 

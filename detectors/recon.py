@@ -89,12 +89,12 @@ ILLEGAL_FUNCTION: Final = 0x01
 ILLEGAL_DATA_ADDRESS: Final = 0x02
 # "No such unit": single-unit servers answer 0x04 SERVER_DEVICE_FAILURE, gateways 0x0A
 # GATEWAY_PATH_UNAVAILABLE or 0x0B GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND.
-UNIT_ERRORS = frozenset({0x04, 0x0A, 0x0B})
-SWEEPS = frozenset({9000201, 9000202, 9000203})
+UNIT_ERRORS: Final = frozenset({0x04, 0x0A, 0x0B})
+SWEEPS: Final = frozenset({9000201, 9000202, 9000203})
 # Read functions and the table their address refers to (spec 6.1-6.4, 6.17).
-READ_TABLES = {1: "coils", 2: "discretes", 3: "holding", 4: "input", 23: "holding"}
+READ_TABLES: Final = {1: "coils", 2: "discretes", 3: "holding", 4: "input", 23: "holding"}
 MEI_READ_DEVICE_ID: Final = 0x0E
-EXCEPTIONS_ONLY = ModbusInterest(functions=frozenset(), exceptions=True)
+EXCEPTIONS_ONLY: Final = ModbusInterest(functions=frozenset(), exceptions=True)
 MAX_SEEN: Final = 512  # distinct requests remembered per pair and window (the polling fast path)
 
 
