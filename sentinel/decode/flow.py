@@ -191,7 +191,7 @@ class Flow:
         self.flags = [0, 0]  # TCP flags seen, per direction
         self.streams = (TCPStream(), TCPStream())  # [responder, originator]
         self.stream_offsets = [0, 0]  # bytes handed to the analyzer, per direction
-        self.stream_hooks: list[StreamHook | None] = [None, None]  # per direction
+        self.stream_hooks: list[StreamHook | FilteredHook | None] = [None, None]  # per direction
         # Whether a direction's chunks still go to the stream consumers (the stream and batch
         # hooks): False when there is none, or beyond the stream depth.
         self.inspect = [False, False]
@@ -295,6 +295,31 @@ class Flow:
 
 AnalyzerFactory = Callable[[Flow, bytes | None], "AppAnalyzer | None"]
 StreamHook = Callable[[Flow, bool, bytes, float, int], None]
+# (min_size, ((offset, values), ...)): one alternative of a ``FilteredHook``
+GateAlternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
+
+
+class FilteredHook:
+    """A stream hook behind a byte filter that the flow table checks before calling it, so a
+    chunk that does not pass costs no call: ``hook`` gets the chunks that, for one of
+    ``alternatives`` ``(min_size, conditions)``, have at least min_size bytes and, for each
+    ``(offset, values)`` of conditions, a byte at offset that is one of the values (the
+    pipeline makes one of the detectors' stream gates: ``sentinel.pipeline.detector``)."""
+
+    def __init__(self, hook: StreamHook, alternatives: Iterable[GateAlternative]) -> None:
+        self.hook = hook
+        self.alternatives = tuple(alternatives)
+
+    def passes(self, data: bytes) -> bool:
+        n = len(data)
+        for size, conditions in self.alternatives:
+            if n >= size:  # first: every condition's offset is below the size
+                for at, values in conditions:
+                    if data[at] not in values:
+                        break
+                else:
+                    return True
+        return False
 
 
 class FlowTable:
@@ -307,7 +332,8 @@ class FlowTable:
     (``stream_hook(flow, is_orig, data, ts, frame)``); they are for detectors that need bytes.
     Neither leaves the in-order fast path: a hook is one more call per packet or chunk.
     ``stream_router(flow, is_orig)``, when set, is asked at the first chunk of each direction
-    which stream hook that direction gets (None: none at all), so a consumer that needs only
+    which stream hook that direction gets (None: none at all; a ``FilteredHook``: the chunks
+    that pass its byte filter), so a consumer that needs only
     some chunks of some flows can say so once per direction instead of being called per chunk.
 
     ``batch_hook(flow, is_orig, offset, segments) -> bool`` receives the same in-order chunks
@@ -328,7 +354,7 @@ class FlowTable:
     # Maps each address as text before any event carries it (privacy: pseudonymization).
     address_mapper: Callable[[str], str] | None = None
     stream_hook: StreamHook | None = None
-    stream_router: Callable[[Flow, bool], StreamHook | None] | None = None
+    stream_router: Callable[[Flow, bool], StreamHook | FilteredHook | None] | None = None
     batch_hook: Callable[[Flow, bool, int, Segments], bool] | None = None
     batch_segments = 128  # chunks per direction before its batch is handed over
     batch_seconds = 1.0  # packet time a batch may wait (``flush_batches(now)``)
@@ -414,7 +440,7 @@ class FlowTable:
                         else:
                             hook = flow.stream_hooks[is_orig]
                             if hook is not None:
-                                hook(flow, is_orig, payload, ts, frame)
+                                self._call(hook, flow, is_orig, payload, ts, frame)
                             if self.batch_hook is not None:
                                 batch = flow.batch[is_orig]
                                 if batch is None or len(batch.times) >= self.batch_segments:
@@ -443,7 +469,7 @@ class FlowTable:
         elif payload:
             hook = flow.stream_hooks[is_orig]
             if hook is not None:
-                hook(flow, is_orig, payload, ts, frame)
+                self._call(hook, flow, is_orig, payload, ts, frame)
             if self.batch_hook is not None:
                 self._batch(flow, is_orig, payload, ts, frame)
             flow.stream_offsets[is_orig] += len(payload)
@@ -602,7 +628,7 @@ class FlowTable:
             else:
                 hook = flow.stream_hooks[is_orig]
                 if hook is not None:
-                    hook(flow, is_orig, data, ts, frame)
+                    self._call(hook, flow, is_orig, data, ts, frame)
                 if self.batch_hook is not None:
                     self._batch(flow, is_orig, data, ts, frame)
         flow.stream_offsets[is_orig] += len(data)
@@ -628,7 +654,7 @@ class FlowTable:
             self.stats["tcp.stream_depth_reached"] += 1
             hook = flow.stream_hooks[is_orig]
             if room and hook is not None:
-                hook(flow, is_orig, data[:room], ts, frame)
+                self._call(hook, flow, is_orig, data[:room], ts, frame)
             flow.stream_hooks[is_orig] = None  # after: the router sets it at a first chunk
         if self.batch_hook is None:
             flow.inspect[is_orig] = False
@@ -645,6 +671,22 @@ class FlowTable:
         """The stream hook of a direction before its first chunk: ask the router, once."""
         hook = flow.stream_hooks[is_orig] = self.stream_router(flow, is_orig)  # type: ignore[misc]
         if hook is not None:
+            self._call(hook, flow, is_orig, data, ts, frame)
+
+    @staticmethod
+    def _call(
+        hook: StreamHook | FilteredHook,
+        flow: Flow,
+        is_orig: bool,
+        data: bytes,
+        ts: float,
+        frame: int,
+    ) -> None:
+        """A chunk to a direction's stream hook (if it passes the hook's filter)."""
+        if isinstance(hook, FilteredHook):
+            if hook.passes(data):
+                hook.hook(flow, is_orig, data, ts, frame)
+        else:
             hook(flow, is_orig, data, ts, frame)
 
     # ------------------------------------------------------------------ batches

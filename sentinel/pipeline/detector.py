@@ -13,7 +13,7 @@ from typing import ClassVar, NamedTuple
 from mypy_extensions import mypyc_attr
 
 from sentinel.config import Config
-from sentinel.decode.flow import Segments
+from sentinel.decode.flow import GateAlternative, Segments
 from sentinel.events import (
     Anomaly,
     ArpEvent,
@@ -50,10 +50,6 @@ class StreamBatch(NamedTuple):
     # The chunks in stream order: the flow table's ``Segments`` (parallel lists, no event
     # object per chunk); iterating either gives ``(data, ts, frame)``; a list of those too.
     segments: Segments | list[tuple[bytes, float, int]]
-
-
-# (min_size, ((offset, values), ...)): one alternative of a ``StreamGate``
-GateAlternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
 
 
 class StreamGate(NamedTuple):

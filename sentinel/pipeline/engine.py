@@ -28,7 +28,14 @@ from sentinel.capture.pcapfile import CaptureFile
 from sentinel.config import Config
 from sentinel.decode.dnp3_link import Dnp3LinkAnalyzer
 from sentinel.decode.dnp3_link import link_ports as dnp3_link_ports
-from sentinel.decode.flow import Flow, FlowTable, Segments, StreamHook
+from sentinel.decode.flow import (
+    FilteredHook,
+    Flow,
+    FlowTable,
+    GateAlternative,
+    Segments,
+    StreamHook,
+)
 from sentinel.decode.modbus import ModbusAnalyzer, looks_like_modbus_request
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.decode.packet import PROTO_TCP, Decoded, PacketDecoder
@@ -41,7 +48,6 @@ from sentinel.pipeline.detector import (
     EVENT_METHODS,
     REGISTRY,
     Detector,
-    GateAlternative,
     ModbusInterest,
     StreamBatch,
 )
@@ -381,7 +387,7 @@ class Pipeline:
             if findings:
                 self._raise(findings)
 
-    def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | None:
+    def _stream_route(self, flow: Flow, is_orig: bool) -> StreamHook | FilteredHook | None:
         """The flow table's stream router: the hook of one flow direction, from the gates of
         the ``on_stream`` detectors (see ``Detector.stream_gate``)."""
         alternatives: list[GateAlternative] = []
@@ -392,7 +398,7 @@ class Pipeline:
             alternatives += gate.alternatives
         if not alternatives:
             return None
-        return routes.gated_stream_hook(self._stream_event, alternatives)
+        return FilteredHook(self._stream_event, alternatives)
 
     def _stream_batch(self, flow: Flow, is_orig: bool, offset: int, segments: Segments) -> bool:
         """The flow table's batch hook: whether the flow's next chunks may come in batches."""

@@ -1,57 +1,16 @@
-"""The routes from the decoders to the detectors that run once per chunk or per Modbus
-message: a flow direction's stream gate and a Modbus connection's dispatch. The pipeline
-(``engine.py``) builds them once per flow direction or connection; they are compiled with the
-decoders that call them (docs/native.md)."""
+"""The route from the Modbus decoder to the detectors that runs once per message: a Modbus
+connection's dispatch. The pipeline (``engine.py``) builds one per connection; it is compiled
+with the decoder that calls it (docs/native.md). (A flow direction's stream gate is a
+``sentinel.decode.flow.FilteredHook``, checked by the flow table itself.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sentinel.decode.flow import Flow, StreamHook
 from sentinel.events import ModbusMessage
-from sentinel.pipeline.detector import GateAlternative
 
 HandlerTable = dict[str, tuple[Callable[..., Any], ...]]
-
-
-def gated_stream_hook(event: StreamHook, alternatives: list[GateAlternative]) -> StreamHook:
-    """The hook of a flow direction whose every stream detector has a gate (``StreamGate``):
-    ``event`` for a chunk that passes one of ``alternatives``, nothing for the others."""
-    if len(alternatives) > 1:
-        alts = tuple(alternatives)
-
-        def gated(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-            n = len(data)
-            for size, conditions in alts:
-                if n >= size:
-                    for at, values in conditions:
-                        if data[at] not in values:
-                            break
-                    else:
-                        event(flow, is_orig, data, ts, frame)
-                        return
-
-        return gated
-    ((size, conditions),) = alternatives
-    if not conditions:
-
-        def sized(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-            if len(data) >= size:
-                event(flow, is_orig, data, ts, frame)
-
-        return sized
-    (at, values), rest = conditions[0], conditions[1:]
-
-    def one(flow: Flow, is_orig: bool, data: bytes, ts: float, frame: int) -> None:
-        # size first: every condition's offset is below it
-        if len(data) >= size and data[at] in values:
-            for at2, values2 in rest:
-                if data[at2] not in values2:
-                    return
-            event(flow, is_orig, data, ts, frame)
-
-    return one
 
 
 def connection_dispatch(

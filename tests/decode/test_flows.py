@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.decode.flow import FlowTable, Segments
+from sentinel.decode.flow import FilteredHook, FlowTable, Segments
 from sentinel.decode.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 A, B = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
@@ -175,6 +175,41 @@ def test_batches_are_chunk_by_chunk_until_the_hook_accepts_them():
         tcp(t, 1.1, A, 40000, B, 502, TCP_ACK, seq=101 + i, ack=1, payload=b"x")
     t.flush()
     assert sizes == [1, 1, 1, 3]  # at once while refused, then batched
+
+
+def test_a_filtered_hook_gets_only_the_chunks_that_pass_its_filter():
+    seen: list[bytes] = []
+    routed: list[bool] = []
+    t, _ = table()
+    # a response with the exception bit in byte 7 and code 2 in byte 8, or any chunk of 300+
+    exception = (9, ((7, frozenset({0x83, 0x84})), (8, frozenset({2}))))
+    oversized = (300, ())
+    hook = FilteredHook(
+        lambda flow, is_orig, data, ts, frame: seen.append(data), [exception, oversized]
+    )
+
+    def router(flow, is_orig):
+        routed.append(is_orig)
+        return hook if not is_orig else None  # the server's direction only
+
+    t.stream_router = router
+    tcp(t, 1.0, A, 40000, B, 502, TCP_SYN, seq=100)
+    tcp(t, 1.0, B, 502, A, 40000, TCP_SYN | TCP_ACK, seq=900, ack=101)
+    rseq = 901
+    responses = [
+        bytes.fromhex("000100000003010302"),  # too short (8 bytes): no
+        bytes.fromhex("00010000000301830202"),  # exception 0x83, code 2: yes
+        bytes.fromhex("00010000000301830402"),  # code 4: no
+        bytes.fromhex("000100000003010400"),  # 9 bytes, no exception bit: no
+        bytes(300),  # size alone: yes
+    ]
+    for i, r in enumerate(responses):
+        tcp(t, 1.1 + i, A, 40000, B, 502, TCP_ACK, seq=101 + i, ack=rseq, payload=b"q")
+        tcp(t, 1.1 + i, B, 502, A, 40000, TCP_ACK, seq=rseq, ack=102 + i, payload=r)
+        rseq += len(r)
+    assert routed == [True, False]  # asked once per direction, at its first chunk
+    assert seen == [responses[1], responses[4]]
+    assert [hook.passes(r) for r in responses] == [False, True, False, False, True]
 
 
 def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():
