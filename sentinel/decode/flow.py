@@ -63,9 +63,10 @@ class Segments:
     appending to a list is a C call in the compiled flow table (docs/native.md), an array's
     ``append`` a Python method call. Iterating gives the chunks as ``(data, ts, frame)``.
 
-    While a batch fills, its chunks' bytes wait in ``parts`` and ``seal()`` joins them into
-    ``data`` (once, at hand-over): growing a bytearray by small chunks reallocates it at
-    almost every chunk, which cost more than all the rest of batching."""
+    While a batch fills, its chunks' own bytes objects wait in ``parts`` and ``seal()`` joins
+    them into ``data`` once, at hand-over, rather than a bytearray grown by every chunk (which
+    reallocates it at almost every small chunk). Keeping the bytes is most of what batching
+    costs either way (docs/detectors.md, round 6)."""
 
     __slots__ = ("data", "frames", "offs", "parts", "times")
 
@@ -303,8 +304,8 @@ class FilteredHook:
     """A stream hook behind a byte filter that the flow table checks before calling it, so a
     chunk that does not pass costs no call: ``hook`` gets the chunks that, for one of
     ``alternatives`` ``(min_size, conditions)``, have at least min_size bytes and, for each
-    ``(offset, values)`` of conditions, a byte at offset that is one of the values (the
-    pipeline makes one of the detectors' stream gates: ``sentinel.pipeline.detector``)."""
+    ``(offset, values)`` of conditions, a byte at offset that is one of the values. The
+    pipeline makes one from the detectors' ``StreamGate``s (``sentinel.pipeline.detector``)."""
 
     def __init__(self, hook: StreamHook, alternatives: Iterable[GateAlternative]) -> None:
         self.hook = hook
