@@ -302,10 +302,9 @@ GateAlternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
 
 class FilteredHook:
     """A stream hook behind a byte filter that the flow table checks before calling it, so a
-    chunk that does not pass costs no call: ``hook`` gets the chunks that, for one of
-    ``alternatives`` ``(min_size, conditions)``, have at least min_size bytes and, for each
-    ``(offset, values)`` of conditions, a byte at offset that is one of the values. The
-    pipeline makes one from the detectors' ``StreamGate``s (``sentinel.pipeline.detector``)."""
+    chunk that does not pass costs no call: ``hook`` gets the chunks that pass one of
+    ``alternatives``, as a detector's ``StreamGate`` defines them (``sentinel.pipeline.
+    detector``, whose gates the pipeline makes one of)."""
 
     def __init__(self, hook: StreamHook, alternatives: Iterable[GateAlternative]) -> None:
         self.hook = hook
