@@ -36,6 +36,7 @@ COMPILED = (
     "sentinel.rules.modbus",
     "sentinel.rules.payload",
     "sentinel.rules.transactions",
+    "sentinel.ml.window",
     "sentinel.ml.tracker",
     "sentinel.ml.engine",
     "sentinel.detectors.modbus_policy",

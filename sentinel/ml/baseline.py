@@ -168,7 +168,7 @@ class Learner(Tracker):
             # reads whose values did not change still count as reads of their registers
             vals = msg.fields.get("values")
             slot = c.ch.slots.get(cmd)
-            if vals and slot is not None and slot[2] == vals:
+            if vals and slot is not None and slot.vals == vals:
                 self._reads_unchanged(c, cmd, vals, ts)
         return None
 

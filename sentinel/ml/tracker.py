@@ -11,8 +11,8 @@ flow ends, ticks) and keeps, per *channel* (client, server, unit id):
   response answers) and the previous command (for the sequence model).
 
 A bucket's counters are final once it closes (``_advance``): the hot path leaves the counts
-of inter-arrival times, latencies and read values (``N_IA``, ``N_LAT``, ``N_VAL``) to the
-close, which adds the requests and responses to what it subtracted.
+of inter-arrival times, latencies and read values to the close (``Bucket.counters``), which
+adds the requests and responses to what it subtracted.
 
 Subclasses decide what happens with it: ``sentinel.ml.baseline.Learner`` learns a baseline,
 ``sentinel.ml.engine.Engine`` checks traffic against one. Both see exactly the same counters,
@@ -34,26 +34,7 @@ from mypy_extensions import mypyc_attr
 from sentinel.events import Anomaly, ModbusMessage
 from sentinel.findings import Finding
 from sentinel.ml.rules import READ_FCS, WRITE_FCS
-from sentinel.ml.window import (
-    ADDR_HI,
-    ADDR_LO,
-    MAX_IA,
-    MAX_LAT,
-    N_CHG,
-    N_EXC,
-    N_IA,
-    N_LAT,
-    N_OTHER,
-    N_REQ,
-    N_RESP,
-    N_VAL,
-    N_WRITE,
-    S_IA,
-    S_IA2,
-    S_LAT,
-    combine,
-    new_bucket,
-)
+from sentinel.ml.window import Bucket, combine
 
 Command = tuple[int, Any, Any]
 ChannelKey = tuple[str, str, int]
@@ -95,23 +76,37 @@ def span(cmd: Command, fields: dict[str, Any]) -> tuple[Any, Any]:
 # Functions whose ``address`` field is part of their command (``command``): their span is a
 # property of the command slot; other requests compute it from their fields every time.
 _SPAN_IN_COMMAND = frozenset(READ_FCS) | {5, 6, 15, 16, 22, 23}
-_INLINE: list[Any] = []  # a slot's span marker: compute it per request
+assert set(READ_FCS) == {1, 2, 3, 4}  # the hot paths test ``0 < fc < 5``
+NO_TID: Final = -1  # ``Conn.last_tid`` when no request is open (ids are 0-65535)
+
+
+class Slot:
+    """What a channel keeps of one of its commands (a native class when compiled: the hot
+    path reads and sets its fields without boxing them)."""
+
+    def __init__(self, cmd: Command, fields: dict[str, Any]) -> None:
+        self.cmd = cmd
+        self.fc: int = cmd[0]
+        self.fields = dict(fields)  # of the request it was made from
+        self.sent = False  # whether a request was counted (then ``last`` is when)
+        self.last = 0.0
+        self.vals: list[Any] | None = None  # the values of its last read
+        self.read_at = 0.0  # when read
+        self.next: Slot | None = None  # the slot verified to follow it (``Tracker.verify``)
+        # Its address span [lo, end) if the command fixes it (``_SPAN_IN_COMMAND``), and the
+        # last bucket the span went into (once per bucket); other commands compute it from
+        # each request's fields.
+        self.fixed_span = cmd[0] in _SPAN_IN_COMMAND
+        self.lo: Any = None
+        self.end: Any = None
+        if self.fixed_span:
+            self.lo, self.end = span(cmd, fields)
+        self.bucket: Bucket | None = None
+
 
 # A connection's previous slot before its first request (or after an untracked command): no
-# slot follows it (its own successor, with a command no request has).
-_NO_SLOT: list[Any] = [(-1, None, None), None, None, 0.0, None, None, None, None, None]
-_NO_SLOT[4] = _NO_SLOT
-
-
-def new_slot(cmd: Command, fields: dict[str, Any]) -> list[Any]:
-    """A command's slot: [command, when last sent, values of its last read, when read,
-    the slot verified to follow it (``Tracker.verify``), address span lo, end, the last bucket
-    its span went into, the fields of the request it was made from]."""
-    if cmd[0] in _SPAN_IN_COMMAND:
-        lo, end = span(cmd, fields)
-    else:
-        lo = end = _INLINE
-    return [cmd, None, None, 0.0, _NO_SLOT, lo, end, None, dict(fields)]
+# slot follows it.
+_NO_SLOT = Slot((-1, None, None), {})
 
 
 def command_text(cmd: Command) -> str:
@@ -152,15 +147,14 @@ class ChannelState:
 
     def __init__(self, key: ChannelKey, nbuckets: int, windowed: bool) -> None:
         self.key = key
-        self.bucket = new_bucket()
+        self.bucket = Bucket()
         self.ring: deque[list[float]] = deque(maxlen=nbuckets)
         self.warm = 0  # buckets closed since the channel (re)activated
         self.windowed = windowed
         # a windowed channel not in ``Tracker.active``: its next request activates it
         self.waiting = windowed
         self.last_req = 0.0
-        # command -> its slot (``new_slot``)
-        self.slots: dict[Command, list[Any]] = {}
+        self.slots: dict[Command, Slot] = {}
         self.debounce: deque[bool] = deque()
         self.episode = False
         # Fast paths (set by the subclass): ``verified`` lets requests skip the ``request``
@@ -201,20 +195,20 @@ class Conn:
         self.conn = conn
         # The last request's transaction id and command slot (a poller waits for each
         # answer: no dictionary needed); older open requests wait in ``pending``.
-        self.last_tid: int | None = None
-        self.last_slot: list[Any] | None = None
-        self.pending: dict[int, list[Any] | None] = {}  # transaction id -> command slot
+        self.last_tid = NO_TID
+        self.last_slot: Slot | None = None
+        self.pending: dict[int, Slot | None] = {}  # transaction id -> command slot
         # the previous request's slot (writes aside); _NO_SLOT: none, or an untracked command
-        self.prev_slot: list[Any] = _NO_SLOT
+        self.prev_slot: Slot = _NO_SLOT
         self.untracked_prev: Command | None = None
-        self.slot: list[Any] | None = None  # the current request's, for the request hook
+        self.slot: Slot | None = None  # the current request's, for the request hook
 
     @property
     def prev(self) -> Command | None:
         """The previous request's command (writes aside; None: the connection's first)."""
         if self.prev_slot is _NO_SLOT:
             return self.untracked_prev
-        return self.prev_slot[0]  # type: ignore[no-any-return]
+        return self.prev_slot.cmd
 
 
 # subclassed by interpreted code (the learner, the calibration engine) when compiled
@@ -267,7 +261,7 @@ class Tracker:
         must not have found anything nor changed any state for this transition). A command
         remembers one verified successor: the one of a poller's cycle."""
         if c.slot is not None and c.prev_slot is not _NO_SLOT:
-            c.prev_slot[4] = c.slot
+            c.prev_slot.next = c.slot
 
     # Called for every response only if ``call_response``.
     def response(
@@ -319,10 +313,10 @@ class Tracker:
         self.conns_units[(msg.uid, msg.unit)] = c
         return c, found
 
-    def _new_slot(self, ch: ChannelState, cmd: Command, fields: dict[str, Any]) -> list[Any] | None:
+    def _new_slot(self, ch: ChannelState, cmd: Command, fields: dict[str, Any]) -> Slot | None:
         """A command's first request on a channel: its slot (None beyond ``MAX_COMMANDS``)."""
         if len(ch.slots) < MAX_COMMANDS:
-            slot = ch.slots[cmd] = new_slot(cmd, fields)
+            slot = ch.slots[cmd] = Slot(cmd, fields)
             return slot
         self.stats["commands_untracked"] += 1
         return None
@@ -344,7 +338,7 @@ class Tracker:
         ch = c.ch
         b = ch.bucket
         if is_orig:
-            b[N_REQ] += 1.0  # float constants: the interpreter's fast float add
+            b.n_req += 1.0
             ch.last_req = ts
             if ch.waiting:
                 self._activate(ch)
@@ -352,17 +346,17 @@ class Tracker:
             # function and fields are those its slot was made from (``command`` depends on
             # nothing else). Its transition needs no check, and it was sent before (its slot
             # got a time before it was verified).
-            slot = c.prev_slot[4]
-            if slot[0][0] == fc and slot[8] == fields:
-                ia = ts - slot[1]
-                b[S_IA] += ia
-                b[S_IA2] += ia * ia
-                if ia > b[MAX_IA]:
-                    b[MAX_IA] = ia
-                slot[1] = ts
-                if slot[7] is not b:
+            slot = c.prev_slot.next
+            if slot is not None and slot.fc == fc and slot.fields == fields:
+                ia = ts - slot.last
+                b.sum_ia += ia
+                b.sum_ia2 += ia * ia
+                if ia > b.max_ia:
+                    b.max_ia = ia
+                slot.last = ts
+                if slot.bucket is not b:
                     self._add_span(slot, fields, b)
-                if c.last_tid is not None:
+                if c.last_tid != NO_TID:
                     self._keep_open(c)
                 c.last_tid = tid
                 c.last_slot = slot
@@ -372,36 +366,36 @@ class Tracker:
         else:
             if tid == c.last_tid:
                 slot = c.last_slot
-                c.last_tid = None
+                c.last_tid = NO_TID
             else:
                 slot = c.pending.pop(tid, None)
-            b[N_RESP] += 1.0
+            b.n_resp += 1.0
             if lat is None or exc is not None or slot is None or self.call_response:
                 return self._response(c, msg, slot, ts, fc, exc, fields, lat, b)
             found = None
-            b[S_LAT] += lat
-            if lat > b[MAX_LAT]:
-                b[MAX_LAT] = lat
+            b.sum_lat += lat
+            if lat > b.max_lat:
+                b.max_lat = lat
             if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
                 found = self._latency_bits(c, msg, lat)
-            vals = fields.get("values") if fc in READ_FCS else None
+            vals = fields.get("values") if 0 < fc < 5 else None  # READ_FCS
             if vals:
-                pvals = slot[2]
+                pvals = slot.vals
                 if pvals is None:
                     more = self._first_values(c, msg, slot, vals)
                     if more:
                         found = (found or []) + more
                 elif pvals != vals:
-                    b[N_CHG] += 1.0
+                    b.n_changed += 1.0
                     watch = ch.watch
-                    if watch is None or slot[0] in watch:
-                        more = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
+                    if watch is None or slot.cmd in watch:
+                        more = self.values_changed(c, msg, slot.cmd, vals, pvals, ts - slot.read_at)
                         if more:
                             found = (found or []) + more
-                    slot[2] = vals
-                slot[3] = ts
-            else:  # N_VAL is completed when the bucket closes (``_advance``)
-                b[N_VAL] -= 1.0
+                    slot.vals = vals
+                slot.read_at = ts
+            else:  # n_reads is completed when the bucket closes
+                b.n_reads -= 1.0
             return found
 
     def _first_of_hop(self, msg: ModbusMessage) -> list[Finding] | None:
@@ -436,26 +430,25 @@ class Tracker:
         self.active[ch.key] = ch
 
     @staticmethod
-    def _add_span(slot: list[Any], fields: dict[str, Any], b: list[float]) -> None:
+    def _add_span(slot: Slot, fields: dict[str, Any], b: Bucket) -> None:
         """A command's address span into bucket ``b`` (once per bucket if its slot has it)."""
-        lo = slot[5]
-        if lo is _INLINE:
-            lo, end = span(slot[0], fields)
+        if slot.fixed_span:
+            lo, end = slot.lo, slot.end
+            slot.bucket = b
         else:
-            end = slot[6]
-            slot[7] = b
+            lo, end = span(slot.cmd, fields)
         if lo is not None:
-            if lo < b[ADDR_LO]:
-                b[ADDR_LO] = lo
-            if end > b[ADDR_HI]:
-                b[ADDR_HI] = end
+            if lo < b.addr_lo:
+                b.addr_lo = lo
+            if end > b.addr_hi:
+                b.addr_hi = end
 
     def _keep_open(self, c: Conn) -> None:
         """A new request while the previous one is still open: the previous waits in
         ``pending`` (up to ``MAX_PENDING``)."""
         pending = c.pending
         if len(pending) < MAX_PENDING:
-            pending[c.last_tid] = c.last_slot  # type: ignore[index]
+            pending[c.last_tid] = c.last_slot
         else:
             self.stats["pending_dropped"] += 1
 
@@ -467,9 +460,9 @@ class Tracker:
         tid: int,
         fc: int,
         fields: dict[str, Any],
-        b: list[float],
+        b: Bucket,
     ) -> list[Finding] | None:
-        """A request the hot path does not handle (counted in ``N_REQ`` already)."""
+        """A request the hot path does not handle (counted in ``n_req`` already)."""
         ch = c.ch
         if 0 < fc < 5:
             cmd: Command = (fc, fields.get("address"), fields.get("quantity"))
@@ -478,40 +471,40 @@ class Tracker:
             cmd = command(fc, fields)
             write = fc in WRITE_FCS
             if not write:
-                b[N_OTHER] += 1.0
+                b.n_other += 1.0
         slot = ch.slots.get(cmd)
         if slot is None:
             slot = self._new_slot(ch, cmd, fields)
         if write:
-            b[N_WRITE] += 1.0
+            b.n_write += 1.0
         elif slot is not None:
-            last = slot[1]
-            if last is not None:
-                ia = ts - last
-                b[S_IA] += ia
-                b[S_IA2] += ia * ia
-                if ia > b[MAX_IA]:
-                    b[MAX_IA] = ia
-            else:  # N_IA is completed when the bucket closes (``_advance``)
-                b[N_IA] -= 1.0
-            slot[1] = ts
+            if slot.sent:
+                ia = ts - slot.last
+                b.sum_ia += ia
+                b.sum_ia2 += ia * ia
+                if ia > b.max_ia:
+                    b.max_ia = ia
+            else:  # n_ia is completed when the bucket closes
+                b.n_ia -= 1.0
+            slot.last = ts
+            slot.sent = True
         else:
-            b[N_IA] -= 1.0
+            b.n_ia -= 1.0
         if slot is None:
             lo, end = span(cmd, fields)
             if lo is not None:
-                if lo < b[ADDR_LO]:
-                    b[ADDR_LO] = lo
-                if end > b[ADDR_HI]:
-                    b[ADDR_HI] = end
-        elif slot[7] is not b:
+                if lo < b.addr_lo:
+                    b.addr_lo = lo
+                if end > b.addr_hi:
+                    b.addr_hi = end
+        elif slot.bucket is not b:
             self._add_span(slot, fields, b)
-        if c.last_tid is not None:  # the previous request is still open
+        if c.last_tid != NO_TID:  # the previous request is still open
             self._keep_open(c)
         c.last_tid = tid
         c.last_slot = slot
         found = None
-        if write or slot is None or not ch.verified or c.prev_slot[4] is not slot:
+        if write or slot is None or not ch.verified or c.prev_slot.next is not slot:
             c.slot = slot
             found = self.request(c, msg, cmd, ts)
         if not write:
@@ -526,29 +519,29 @@ class Tracker:
         self,
         c: Conn,
         msg: ModbusMessage,
-        slot: list[Any] | None,
+        slot: Slot | None,
         ts: float,
         fc: int,
         exc: str | None,
         fields: dict[str, Any],
         lat: float | None,
-        b: list[float],
+        b: Bucket,
     ) -> list[Finding] | None:
-        """A response the hot path does not handle (counted in ``N_RESP`` already)."""
+        """A response the hot path does not handle (counted in ``n_resp`` already)."""
         ch = c.ch
         found = None
         if exc is not None:
-            b[N_EXC] += 1.0
+            b.n_exc += 1.0
         if lat is not None:
-            b[S_LAT] += lat
-            if lat > b[MAX_LAT]:
-                b[MAX_LAT] = lat
+            b.sum_lat += lat
+            if lat > b.max_lat:
+                b.max_lat = lat
             if ch.lat_mask and (ch.lat_bits or lat > ch.lat_thr):  # else: bits stay 0
                 found = self._latency_bits(c, msg, lat)
-        else:  # N_LAT is completed when the bucket closes (``_advance``)
-            b[N_LAT] -= 1.0
+        else:  # n_lat is completed when the bucket closes
+            b.n_lat -= 1.0
         if self.call_response:
-            more = self.response(c, msg, slot[0] if slot is not None else None, ts)
+            more = self.response(c, msg, slot.cmd if slot is not None else None, ts)
             if more:
                 found = (found or []) + more
         vals = fields.get("values") if slot is not None and exc is None and fc in READ_FCS else None
@@ -557,7 +550,7 @@ class Tracker:
             if more:
                 found = (found or []) + more
         else:
-            b[N_VAL] -= 1.0
+            b.n_reads -= 1.0
         return found
 
     def _latency_bits(self, c: Conn, msg: ModbusMessage, lat: float) -> list[Finding] | None:
@@ -576,32 +569,32 @@ class Tracker:
         self,
         c: Conn,
         msg: ModbusMessage,
-        slot: list[Any],
+        slot: Slot,
         vals: list[Any],
         ts: float,
-        b: list[float],
+        b: Bucket,
     ) -> list[Finding] | None:
         """A read response's values against the previous read of its command (the hot path
         in ``modbus`` does the same inline)."""
-        pvals = slot[2]
+        pvals = slot.vals
         found = None
         if pvals is None:
             found = self._first_values(c, msg, slot, vals)
         elif pvals != vals:
-            b[N_CHG] += 1.0
+            b.n_changed += 1.0
             watch = c.ch.watch
-            if watch is None or slot[0] in watch:
-                found = self.values_changed(c, msg, slot[0], vals, pvals, ts - slot[3])
-            slot[2] = vals
-        slot[3] = ts
+            if watch is None or slot.cmd in watch:
+                found = self.values_changed(c, msg, slot.cmd, vals, pvals, ts - slot.read_at)
+            slot.vals = vals
+        slot.read_at = ts
         return found
 
     def _first_values(
-        self, c: Conn, msg: ModbusMessage, slot: list[Any], vals: list[Any]
+        self, c: Conn, msg: ModbusMessage, slot: Slot, vals: list[Any]
     ) -> list[Finding] | None:
         """The first values a command's reads return on its channel."""
-        slot[2] = vals
-        return self.values_changed(c, msg, slot[0], vals, None, 0.0)
+        slot.vals = vals
+        return self.values_changed(c, msg, slot.cmd, vals, None, 0.0)
 
     def anomaly(self, event: Anomaly) -> list[Finding] | None:
         if event.ts > self.clock:
@@ -625,7 +618,7 @@ class Tracker:
         for ch in self.channels.values():
             ch.waiting = ch.windowed
             ch.ring.clear()
-            ch.bucket = new_bucket()
+            ch.bucket = Bucket()
             ch.slots.clear()
             ch.debounce.clear()
             ch.episode = False
@@ -645,7 +638,7 @@ class Tracker:
             for ch in self.active.values():
                 ch.waiting = True
                 ch.ring.clear()
-                ch.bucket = new_bucket()
+                ch.bucket = Bucket()
             self.active.clear()
             self.hop_end = (now // hop + 1) * hop
             return None
@@ -657,15 +650,8 @@ class Tracker:
             nb = self.nbuckets
             dormant = []
             for key, ch in self.active.items():
-                b = ch.bucket
-                # counts the hot path leaves to the bucket's close: it subtracted the requests
-                # (other than writes) without an inter-arrival time, the responses without a
-                # latency and those without read values; add the requests and responses
-                b[N_IA] += b[N_REQ] - b[N_WRITE]
-                b[N_LAT] += b[N_RESP]
-                b[N_VAL] += b[N_RESP]
-                ch.ring.append(b)
-                ch.bucket = new_bucket()
+                ch.ring.append(ch.bucket.counters())
+                ch.bucket = Bucket()
                 ch.warm += 1
                 if t_end - ch.last_req > idle:
                     dormant.append(key)

@@ -1,8 +1,10 @@
 """Raw counters of a channel's traffic per bucket and per window (no baseline needed).
 
 A bucket is ``hop_seconds`` of packet time on a grid shared by every channel; a window is the
-last ``window_seconds / hop_seconds`` buckets, combined by ``combine``. Pure Python: the engine
-updates these counters for every Modbus message, so they must stay cheap.
+last ``window_seconds / hop_seconds`` buckets, combined by ``combine``. The engine updates the
+open bucket's counters for every Modbus message, so they must stay cheap: the open bucket is a
+``Bucket`` (compiled, docs/native.md: its counters are C doubles, so counting allocates
+nothing), a closed one the list of its counters in ``RAW``'s order, which the features use.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ NRAW = len(RAW)
 assert N_CHG + 1 == NRAW  # one column per name of RAW, in its order
 _MAX_COLS = (MAX_IA, MAX_LAT, ADDR_HI)
 _MIN_COLS = (ADDR_LO,)
-ADDR_NONE_LO = 65536.0
-ADDR_NONE_HI = -1.0
+ADDR_NONE_LO: Final = 65536.0
+ADDR_NONE_HI: Final = -1.0
 
 
 def new_bucket() -> list[float]:
@@ -75,3 +77,49 @@ def combine(buckets: list[list[float]]) -> list[float]:
             else:
                 out[i] += b[i]
     return out
+
+
+class Bucket:
+    """The open bucket of a channel: one counter per name of ``RAW``. The hot path leaves three
+    counts to the close: it subtracts the requests (other than writes) without an
+    inter-arrival time from ``n_ia``, the responses without a latency from ``n_lat`` and those
+    without read values from ``n_reads``; ``counters`` adds the requests and responses."""
+
+    def __init__(self) -> None:
+        self.n_req = 0.0
+        self.n_resp = 0.0
+        self.n_write = 0.0
+        self.n_other = 0.0
+        self.n_exc = 0.0
+        self.n_ia = 0.0
+        self.sum_ia = 0.0
+        self.sum_ia2 = 0.0
+        self.max_ia = 0.0
+        self.n_lat = 0.0
+        self.sum_lat = 0.0
+        self.max_lat = 0.0
+        self.addr_lo = ADDR_NONE_LO
+        self.addr_hi = ADDR_NONE_HI
+        self.n_reads = 0.0
+        self.n_changed = 0.0
+
+    def counters(self) -> list[float]:
+        """The bucket's raw counters in ``RAW``'s order, the counts left to the close done."""
+        return [
+            self.n_req,
+            self.n_resp,
+            self.n_write,
+            self.n_other,
+            self.n_exc,
+            self.n_ia + self.n_req - self.n_write,
+            self.sum_ia,
+            self.sum_ia2,
+            self.max_ia,
+            self.n_lat + self.n_resp,
+            self.sum_lat,
+            self.max_lat,
+            self.addr_lo,
+            self.addr_hi,
+            self.n_reads + self.n_resp,
+            self.n_changed,
+        ]

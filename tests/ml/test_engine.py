@@ -382,7 +382,7 @@ def test_verified_traffic_takes_the_inline_path_with_the_same_results(
     def run(verify: bool) -> tuple[list[Any], list[Any], dict[Any, list[float]], int]:
         e = Recording(verify)
         found = [(f.ts, f.rule_id, f.message, f.evidence) for f in feed(e, events)]
-        buckets = {key: ch.bucket for key, ch in e.channels.items()}
+        buckets = {key: ch.bucket.counters() for key, ch in e.channels.items()}
         return found, e.recorded, buckets, e.general
 
     found, windows, buckets, general = run(verify=True)
