@@ -18,8 +18,8 @@ The pipeline hands the chunks over in batches (``on_stream_batch``): up to 128 c
 flow direction, at most ``flush_seconds`` of packet time (and a tick) late, always before the
 flow ends. That costs a fraction of a call per chunk, and no event object per chunk: a batch
 comes as parallel data (``sentinel.decode.flow.Segments``: the chunks' bytes joined, their
-offsets, times and frames in lists), appended to the window and the chunk index with a few
-copies. Windows, offsets, packets and findings are those of chunk-by-chunk delivery
+offsets, times and frames in native vectors), appended to the window and the chunk index
+with a few copies. Windows, offsets, packets and findings are those of chunk-by-chunk delivery
 (``on_stream``), only reported up to ``flush_seconds`` later for a window that fills
 quickly (a partial window waited that long before too). Flows the file extractor follows get
 their chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
@@ -60,6 +60,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import yara
+from librt.vecs import append, extend, vec
+from mypy_extensions import i64
 
 from sentinel.config import Config
 from sentinel.decode.flow import Segments
@@ -279,12 +281,12 @@ class _Stream:
         self.buf = bytearray()
         self.base = 0  # stream offset of buf[0]
         self.scanned = 0  # stream offset up to which bytes were scanned
-        # The chunk index, three parallel lists (a batch's lists are appended with one copy
-        # each; at most MAX_CHUNKS entries, so the defaults keep at most 1024 x 256 x 3 small
-        # numbers): stream offset (ascending), ts and frame.
-        self.offs: list[int] = []
-        self.times: list[float] = []
-        self.frames: list[int] = []
+        # The chunk index, three parallel native vectors (``librt.vecs``, as the flow table's
+        # batches: no Python object per chunk; at most MAX_CHUNKS entries): stream offset
+        # (ascending), ts and frame.
+        self.offs = vec[i64]()
+        self.times = vec[float]()
+        self.frames = vec[i64]()
         self.since: float | None = None  # packet time of the oldest unscanned byte
         self.matched: list[tuple[str, int]] = []  # (rule key, stream offset)
         self.once: set[str] = set()  # string-less rules already reported
@@ -298,28 +300,28 @@ class _Stream:
     def compact(self) -> None:
         """Halve the chunk index: merged neighbours keep the later packet (by then the bytes
         of both had been seen), so a finding's packet is never earlier than its match."""
-        odd = len(self.offs) % 2
+        n = len(self.offs)
         self.offs = self.offs[0::2]
         times, frames = self.times[1::2], self.frames[1::2]
-        if odd:
-            times.append(self.times[-1])
-            frames.append(self.frames[-1])
+        if n % 2:
+            times = append(times, self.times[n - 1])
+            frames = append(frames, self.frames[n - 1])
         self.times, self.frames = times, frames
 
-    def add(self, offsets: Sequence[int], times: Sequence[float], frames: Sequence[int]) -> None:
+    def add(self, offsets: vec[i64], times: vec[float], frames: vec[i64]) -> None:
         """Append chunks to the index, compacting exactly as one append at a time would:
         whenever it grows past MAX_CHUNKS."""
         i, n = 0, len(offsets)
         while i < n:
             room = MAX_CHUNKS + 1 - len(self.offs)
             if i == 0 and room >= n:
-                self.offs.extend(offsets)
-                self.times.extend(times)
-                self.frames.extend(frames)
+                self.offs = extend(self.offs, offsets)
+                self.times = extend(self.times, times)
+                self.frames = extend(self.frames, frames)
             else:
-                self.offs.extend(offsets[i : i + room])
-                self.times.extend(times[i : i + room])
-                self.frames.extend(frames[i : i + room])
+                self.offs = extend(self.offs, offsets[i : i + room])
+                self.times = extend(self.times, times[i : i + room])
+                self.frames = extend(self.frames, frames[i : i + room])
             i += room
             if len(self.offs) > MAX_CHUNKS:
                 self.compact()
@@ -329,13 +331,26 @@ class _Stream:
         if cut > 0:
             del self.buf[:cut]
             self.base = offset
-        i = bisect.bisect_right(self.offs, offset) - 1
+        i = _bisect_right(self.offs, offset) - 1
         if i > 0:
-            del self.offs[:i], self.times[:i], self.frames[:i]
+            self.offs, self.times, self.frames = self.offs[i:], self.times[i:], self.frames[i:]
 
     def when(self, offset: int) -> tuple[float, int]:
-        i = max(0, bisect.bisect_right(self.offs, offset) - 1)
+        i = max(0, _bisect_right(self.offs, offset) - 1)
         return self.times[i], self.frames[i]
+
+
+def _bisect_right(a: vec[i64], x: i64) -> i64:
+    """``bisect.bisect_right`` for a native vector (``bisect`` takes sequences only)."""
+    lo: i64 = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 class YaraScanner(Detector):
@@ -408,9 +423,9 @@ class YaraScanner(Detector):
         buf = st.buf
         offset = st.base + len(buf)
         ts = chunk.ts
-        st.offs.append(offset)
-        st.times.append(ts)
-        st.frames.append(chunk.frame)
+        st.offs = append(st.offs, offset)
+        st.times = append(st.times, ts)
+        st.frames = append(st.frames, chunk.frame)
         if len(st.offs) > MAX_CHUNKS:
             st.compact()
         buf += data
@@ -434,9 +449,9 @@ class YaraScanner(Detector):
         self, st: _Stream, data: bytes, ts: float, frame: int, out: list[Finding]
     ) -> None:
         """``on_stream``'s window steps for one chunk, without the file extractor."""
-        st.offs.append(st.end)
-        st.times.append(ts)
-        st.frames.append(frame)
+        st.offs = append(st.offs, st.end)
+        st.times = append(st.times, ts)
+        st.frames = append(st.frames, frame)
         if len(st.offs) > MAX_CHUNKS:
             st.compact()
         st.buf += data

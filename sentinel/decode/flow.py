@@ -18,6 +18,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Protocol
 
+from librt.strings import BytesWriter
+from librt.vecs import append, vec
+from mypy_extensions import i64
+
 from sentinel.decode.packet import (
     PROTO_TCP,
     TCP_ACK,
@@ -58,32 +62,34 @@ class AppAnalyzer(Protocol):
 class Segments:
     """In-order chunks of one flow direction, batched for the batch hook. They are kept as
     parallel data rather than an object per chunk: their bytes joined (``data``), and each
-    chunk's stream offset, packet time and frame in three lists, so that a consumer that
-    buffers bytes anyway (YARA) appends a batch with a few copies. Lists rather than C arrays:
-    appending to a list is a C call in the compiled flow table (docs/native.md), an array's
-    ``append`` a Python method call. Iterating gives the chunks as ``(data, ts, frame)``.
+    chunk's stream offset, packet time and frame in three native vectors (``librt.vecs``:
+    C arrays of i64 and double in the compiled flow table, docs/native.md). Iterating gives
+    the chunks as ``(data, ts, frame)``.
 
-    While a batch fills, its chunks' own bytes objects wait in ``parts`` and ``seal()`` joins
-    them into ``data`` once, at hand-over, rather than a bytearray grown by every chunk (which
-    reallocates it at almost every small chunk). Keeping the bytes is most of what batching
-    costs either way (docs/detectors.md, round 6)."""
+    While a batch fills, its chunks' bytes are copied into ``buf`` (a ``librt.strings``
+    ``BytesWriter``) as they come, and ``seal()`` moves them into ``data`` at hand-over. So a
+    batch holds no Python object per chunk: a chunk's bytes object is freed with its packet.
+    Keeping one (the bytes, and a boxed offset, time and frame, in lists) until hand-over
+    cost more than everything else batching does: a detector that takes batches and does
+    nothing with them added about 10 % to the benchmark's decoding, the decoder's own
+    short-lived allocations getting slower among the kept ones (docs/detectors.md, round 7)."""
 
-    __slots__ = ("data", "frames", "offs", "parts", "times")
+    __slots__ = ("buf", "data", "frames", "offs", "times")
 
     def __init__(self, data: bytes = b"") -> None:
-        self.data = data  # the chunks' bytes, joined (after ``seal()``)
-        self.parts: list[bytes] = []  # chunks' bytes not yet in data
-        self.offs: list[int] = []  # stream offset of each chunk's first byte
-        self.times: list[float] = []
-        self.frames: list[int] = []
+        self.data = data  # the chunks' bytes (after ``seal()``)
+        self.buf = BytesWriter()  # chunks' bytes not yet in data
+        self.offs = vec[i64]()  # stream offset of each chunk's first byte
+        self.times = vec[float]()
+        self.frames = vec[i64]()
 
     @classmethod
     def one(cls, data: bytes, offset: int, ts: float, frame: int) -> Segments:
         """A batch of a single chunk (its bytes are not copied)."""
         seg = cls(data)
-        seg.offs.append(offset)
-        seg.times.append(ts)
-        seg.frames.append(frame)
+        seg.offs = append(seg.offs, offset)
+        seg.times = append(seg.times, ts)
+        seg.frames = append(seg.frames, frame)
         return seg
 
     @classmethod
@@ -100,16 +106,17 @@ class Segments:
 
     def add(self, data: bytes, offset: int, ts: float, frame: int) -> None:
         """Append a chunk (its bytes reach ``data`` at ``seal()``)."""
-        self.parts.append(data)
-        self.offs.append(offset)
-        self.times.append(ts)
-        self.frames.append(frame)
+        self.buf.write(data)
+        self.offs = append(self.offs, offset)
+        self.times = append(self.times, ts)
+        self.frames = append(self.frames, frame)
 
     def seal(self) -> None:
-        """Join the added chunks' bytes into ``data``."""
-        if self.parts:
-            self.data = b"".join([self.data, *self.parts]) if self.data else b"".join(self.parts)
-            self.parts = []
+        """Move the added chunks' bytes into ``data``."""
+        buf = self.buf
+        if len(buf):
+            self.data = self.data + buf.getvalue() if self.data else buf.getvalue()
+            buf.truncate(0)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -446,10 +453,10 @@ class FlowTable:
                                 if batch is None or len(batch.times) >= self.batch_segments:
                                     self._batch(flow, is_orig, payload, ts, frame)
                                 else:  # Segments.add, inline
-                                    batch.parts.append(payload)
-                                    batch.offs.append(flow.stream_offsets[is_orig])
-                                    batch.times.append(ts)
-                                    batch.frames.append(frame)
+                                    batch.buf.write(payload)
+                                    batch.offs = append(batch.offs, flow.stream_offsets[is_orig])
+                                    batch.times = append(batch.times, ts)
+                                    batch.frames = append(batch.frames, frame)
                                     self._batched_bytes += len(payload)
                                     if self._batched_bytes >= self.batch_bytes:
                                         self.flush_batches()

@@ -47,7 +47,7 @@ class StreamBatch(NamedTuple):
     is_orig: bool
     proto: int  # 6 TCP, 17 UDP
     offset: int  # stream offset of the first byte of the first segment
-    # The chunks in stream order: the flow table's ``Segments`` (parallel lists, no event
+    # The chunks in stream order: the flow table's ``Segments`` (parallel data, no Python
     # object per chunk); iterating either gives ``(data, ts, frame)``; a list of those too.
     segments: Segments | list[tuple[bytes, float, int]]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from sentinel.decode.flow import FilteredHook, FlowTable, Segments
 from sentinel.decode.packet import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
@@ -225,11 +227,18 @@ def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():
     assert list(seg) == [(b"ab", 1.5, 7), (b"cde", 1.75, 9), (b"f", 2.0, 12)]
     assert list(seg.tail(1)) == [(b"cde", 1.75, 9), (b"f", 2.0, 12)]
     assert list(seg.tail(1).offs) == [102, 105]
-    growing = Segments()  # as the flow table fills a batch: bytes joined once, at seal()
-    growing.add(b"gh", 106, 2.5, 13)
-    growing.add(b"ij", 108, 2.6, 14)
+    growing = Segments()  # as the flow table fills a batch: bytes copied as they come
+    chunk = b"%d" % 4242  # an object of its own (not a shared constant)
+    refs = sys.getrefcount(chunk)
+    growing.add(chunk, 106, 2.5, 13)
+    assert sys.getrefcount(chunk) == refs  # the batch keeps no Python object per chunk
+    growing.add(b"ij", 110, 2.6, 14)
     assert growing.data == b"" and len(growing) == 2
     growing.seal()
-    assert growing.data == b"ghij" and growing.parts == [] and list(growing)[1] == (b"ij", 2.6, 14)
+    assert growing.data == b"4242ij" and len(growing.buf) == 0
+    assert list(growing)[1] == (b"ij", 2.6, 14)
+    growing.add(b"k", 112, 2.7, 15)
+    growing.seal()  # after the sealed bytes
+    assert growing.data == b"4242ijk" and list(growing)[2] == (b"k", 2.7, 15)
     one = Segments.one(b"xyz", 40, 3.0, 5)
     assert list(one) == [(b"xyz", 3.0, 5)] and one.chunk(0)[0] is one.data  # not copied
