@@ -56,13 +56,6 @@ ADDR_NONE_LO: Final = 65536.0
 ADDR_NONE_HI: Final = -1.0
 
 
-def new_bucket() -> list[float]:
-    b = [0.0] * NRAW
-    b[ADDR_LO] = ADDR_NONE_LO
-    b[ADDR_HI] = ADDR_NONE_HI
-    return b
-
-
 def combine(buckets: list[list[float]]) -> list[float]:
     """A window's raw counters from its buckets."""
     out = list(buckets[0])

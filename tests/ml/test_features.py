@@ -33,15 +33,15 @@ from sentinel.ml.window import (
     S_IA,
     S_IA2,
     S_LAT,
+    Bucket,
     combine,
-    new_bucket,
 )
 
 from .helpers import T0, Poller, baseline_model, feed
 
 
 def raw(**values: float) -> list[float]:
-    b = new_bucket()
+    b = Bucket().counters()
     for name, v in values.items():
         b[RAW.index(name)] = v
     return b
@@ -77,6 +77,20 @@ def typical(n: int = 50, seed: int = 0) -> np.ndarray:
 def test_schema_lists_every_column() -> None:
     assert SCHEMA["raw"] == list(RAW) and len(RAW) == NRAW
     assert SCHEMA["features"] == list(FEATURES) and len(FEATURES) == NFEAT
+
+
+def test_bucket_counters_follow_raw_order_and_complete_the_counts() -> None:
+    b = Bucket()
+    for i, name in enumerate(RAW):  # every column of RAW is a counter of the open bucket
+        setattr(b, name, float(i + 1))
+    expected = [float(i + 1) for i in range(NRAW)]
+    # what the hot path leaves to the close: requests (not writes) and responses added
+    expected[N_IA] += expected[N_REQ] - expected[N_WRITE]
+    expected[N_LAT] += expected[N_RESP]
+    expected[N_VAL] += expected[N_RESP]
+    assert b.counters() == expected
+    empty = Bucket().counters()
+    assert empty[N_REQ] == 0 and empty[ADDR_LO] > empty[ADDR_HI]  # no address seen yet
 
 
 def test_combine_sums_counts_and_keeps_extremes() -> None:
@@ -132,7 +146,7 @@ def test_transformer_contract_and_values() -> None:
 
 def test_empty_window_is_as_usual_but_for_its_rate() -> None:
     wf = WindowFeatures(10.0).fit(typical())
-    F = wf.transform([new_bucket()])[0]
+    F = wf.transform([Bucket().counters()])[0]
     assert F[0] == 0.0  # no requests
     assert np.allclose(F[1:], wf.fill_[1:])  # everything undefined takes the median
     assert wf.describe(0, 4.0) == "4.00 requests/s"
@@ -150,7 +164,7 @@ def test_engine_fast_path_computes_the_same_features() -> None:
     scorer = WindowScorer(window_seconds=10.0).fit(X)
     rt = ScorerRuntime("a|b|1", scorer, 0, 10.0, 2)
     rng = random.Random(5)
-    cases = [new_bucket(), raw(n_req=5), raw(n_req=1, n_ia=1, sum_ia=0.5, sum_ia2=0.25)]
+    cases = [Bucket().counters(), raw(n_req=5), raw(n_req=1, n_ia=1, sum_ia=0.5, sum_ia2=0.25)]
     for _ in range(300):
         w = list(X[rng.randrange(len(X))])
         for i in (N_REQ, N_RESP, N_WRITE, N_OTHER, N_EXC, N_IA, N_LAT, N_VAL, N_CHG):
