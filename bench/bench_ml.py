@@ -25,7 +25,7 @@ the scoring engine alone, which is the detector's own cost without the pipeline 
 
 Usage::
 
-    python bench/bench_ml.py                     # hospital, 60 min analysed, 5 repeats
+    python bench/bench_ml.py                     # hospital, 60 min analysed, 15 repeats
     python bench/bench_ml.py speed --site energy --minutes 120 --repeat 7 --json
     python bench/bench_ml.py speed --capture site.pcap --model site.model --config site.yaml
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=60.0, help="minutes of traffic analysed")
     ap.add_argument("--train-minutes", type=float, default=300.0, help="minutes to train on")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=15, help="alternating runs of each")
     ap.add_argument("--capture", help="analyse this capture instead of a synthesised one")
     ap.add_argument("--model", help="use this model instead of training one")
     ap.add_argument("--config", help="config file (default: the site's lab config)")
