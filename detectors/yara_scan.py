@@ -65,6 +65,7 @@ from mypy_extensions import i64
 
 from sentinel.config import Config
 from sentinel.decode.flow import Segments
+from sentinel.decode.packet import PROTO_UDP
 from sentinel.detector_settings import YaraSettings, detector_settings
 from sentinel.errors import Location, RuleError
 from sentinel.events import ConnId, StreamData
@@ -83,7 +84,6 @@ EXTERNALS = {"sentinel_scope": "", "file_name": ""}
 RULE_SUFFIXES = (".yar", ".yara")
 MAX_CHUNKS: Final = 256  # (offset, ts, frame) entries kept per stream; merged pairwise beyond
 MAX_MATCHED: Final = 64  # stream matches remembered per stream, to avoid re-reporting them in files
-PROTO_UDP: Final = 17
 # Well-known ports, to name ``network.protocol`` of a stream finding.
 PORT_PROTOCOLS = {
     20: "ftp-data",
@@ -308,6 +308,14 @@ class _Stream:
             frames = append(frames, self.frames[n - 1])
         self.times, self.frames = times, frames
 
+    def index(self, offset: int, ts: float, frame: int) -> None:
+        """Append one chunk to the index (compacting it past MAX_CHUNKS)."""
+        self.offs = append(self.offs, offset)
+        self.times = append(self.times, ts)
+        self.frames = append(self.frames, frame)
+        if len(self.offs) > MAX_CHUNKS:
+            self.compact()
+
     def add(self, offsets: vec[i64], times: vec[float], frames: vec[i64]) -> None:
         """Append chunks to the index, compacting exactly as one append at a time would:
         whenever it grows past MAX_CHUNKS."""
@@ -423,11 +431,7 @@ class YaraScanner(Detector):
         buf = st.buf
         offset = st.base + len(buf)
         ts = chunk.ts
-        st.offs = append(st.offs, offset)
-        st.times = append(st.times, ts)
-        st.frames = append(st.frames, chunk.frame)
-        if len(st.offs) > MAX_CHUNKS:
-            st.compact()
+        st.index(offset, ts, chunk.frame)
         buf += data
         st.last = ts
         if st.since is None:
@@ -449,11 +453,7 @@ class YaraScanner(Detector):
         self, st: _Stream, data: bytes, ts: float, frame: int, out: list[Finding]
     ) -> None:
         """``on_stream``'s window steps for one chunk, without the file extractor."""
-        st.offs = append(st.offs, st.end)
-        st.times = append(st.times, ts)
-        st.frames = append(st.frames, frame)
-        if len(st.offs) > MAX_CHUNKS:
-            st.compact()
+        st.index(st.end, ts, frame)
         st.buf += data
         st.last = ts
         if st.since is None:

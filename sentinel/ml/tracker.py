@@ -437,11 +437,7 @@ class Tracker:
             slot.bucket = b
         else:
             lo, end = span(slot.cmd, fields)
-        if lo is not None:
-            if lo < b.addr_lo:
-                b.addr_lo = lo
-            if end > b.addr_hi:
-                b.addr_hi = end
+        b.add_span(lo, end)
 
     def _keep_open(self, c: Conn) -> None:
         """A new request while the previous one is still open: the previous waits in
@@ -491,12 +487,7 @@ class Tracker:
         else:
             b.n_ia -= 1.0
         if slot is None:
-            lo, end = span(cmd, fields)
-            if lo is not None:
-                if lo < b.addr_lo:
-                    b.addr_lo = lo
-                if end > b.addr_hi:
-                    b.addr_hi = end
+            b.add_span(*span(cmd, fields))
         elif slot.bucket is not b:
             self._add_span(slot, fields, b)
         if c.last_tid != NO_TID:  # the previous request is still open

@@ -9,7 +9,7 @@ nothing), a closed one the list of its counters in ``RAW``'s order, which the fe
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 # Raw counters of a bucket (and of a window: sums, except the MAX_ and ADDR_ columns).
 RAW = (
@@ -95,6 +95,14 @@ class Bucket:
         self.addr_hi = ADDR_NONE_HI
         self.n_reads = 0.0
         self.n_changed = 0.0
+
+    def add_span(self, lo: Any, end: Any) -> None:
+        """Addresses [lo, end) a request touched (lo None: none)."""
+        if lo is not None:
+            if lo < self.addr_lo:
+                self.addr_lo = lo
+            if end > self.addr_hi:
+                self.addr_hi = end
 
     def counters(self) -> list[float]:
         """The bucket's raw counters in ``RAW``'s order, the counts left to the close done."""

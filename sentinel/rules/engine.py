@@ -28,7 +28,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Final, NamedTuple
 
+from sentinel.decode.flow import GateAlternative
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
+from sentinel.decode.packet import PROTO_TCP, PROTO_UDP
 from sentinel.events import Anomaly, ConnId, ModbusMessage, OTEvent, PacketEvent, StreamData
 from sentinel.rules import dnp3 as dn
 from sentinel.rules import modbus as mb
@@ -43,8 +45,6 @@ from sentinel.rules.model import (
 )
 from sentinel.rules.payload import PayloadMatcher, byte_test
 
-PROTO_TCP: Final = 6
-PROTO_UDP: Final = 17
 ACTION_RANK = {
     "pass": 0,
     "drop": 1,
@@ -204,7 +204,7 @@ class Plan:
         )
 
 
-Gate = tuple[tuple[int, tuple[tuple[int, frozenset[int]], ...]], ...]
+Gate = tuple[GateAlternative, ...]
 _BYTES = frozenset(range(256))
 MAX_ALTERNATIVES: Final = 8
 
