@@ -254,6 +254,11 @@ class _Host:
         self.server = False
 
 
+def _items(msg: ModbusMessage) -> tuple:
+    """The message as a plain tuple: its items as the objects they are."""
+    return msg
+
+
 def _value(v: Any, signed: bool) -> int:
     n = int(v)
     if signed and n >= 0x8000:
@@ -327,13 +332,18 @@ class ModbusPolicy(Detector):
         learn_until = self._learn_until
         if learn_until is None:
             learn_until = self._learn_until = msg[0] + self.settings.learning_seconds
-        if not msg[3]:  # a response only closes its request: uid and tid by index
+        # The transaction id as the message's own int object (Any: not unboxed, then boxed
+        # again, which allocates, to key the open requests).
+        tid: Any = _items(msg)[4]
+        if not msg[3]:  # a response only closes its request: uid by index
             response_flow = self._flows.get(msg[1])
             if response_flow is not None:
-                response_flow.pending.pop(msg[4], None)
+                pending = response_flow.pending
+                if tid in pending:
+                    del pending[tid]
                 response_flow.answered = True
             return None
-        ts, uid, conn, _, tid, _, _, fc, _, _, _, _, fields, _ = msg
+        ts, uid, conn, _, _, _, _, fc, _, _, _, _, fields, _ = msg
         flow = self._flows.get(uid)
         out: list[Finding] = []
         learning = ts < learn_until

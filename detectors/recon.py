@@ -113,6 +113,7 @@ class _Scan:
 
     __slots__ = (
         "addresses",
+        "evicted",
         "failed_units",
         "failures",
         "fcs",
@@ -126,6 +127,7 @@ class _Scan:
 
     def __init__(self, length: float) -> None:
         self.window = Window(length)
+        self.evicted = False  # dropped from the detector's table: connections look it up again
         self._reset()
 
     def _reset(self) -> None:
@@ -137,7 +139,7 @@ class _Scan:
         self.illegal_addresses: set[tuple[int, int]] = set()
         self.failures: set[tuple[int, int, int | None, int]] = set()
         self.fired: set[int] = set()
-        self.seen: set[tuple[int, int, int | None]] = set()  # (fc, unit, address) sent
+        self.seen: set[int] = set()  # requests sent: their _signature_key
 
     def roll(self, ts: float) -> None:
         if self.window.roll(ts):
@@ -145,11 +147,12 @@ class _Scan:
 
 
 class _Flow:
-    __slots__ = ("conn", "first_id", "identify", "other", "pair")
+    __slots__ = ("conn", "first_id", "identify", "other", "pair", "scan")
 
     def __init__(self, conn: ConnId) -> None:
         self.conn = conn
-        self.pair = (conn.orig_h, conn.resp_h)  # the key of its _Scan, built once
+        self.pair = (conn.orig_h, conn.resp_h)  # the key of its _Scan
+        self.scan: _Scan | None = None  # that _Scan, kept at hand: no look-up per request
         self.identify = 0
         self.other = 0
         self.first_id: tuple[float, int, int, int, str, int] | None = None
@@ -201,8 +204,12 @@ class ModbusRecon(Detector):
             if exception is None:
                 return None
         elif fc != 17 and fc != 43:  # a request, not an identification (is_identification)
-            flow = self._flows.get(uid) or self._flow(msg)
-            scan = self._scans.get(flow.pair) or self._scan(flow.pair)  # type: ignore[union-attr]
+            flow = self._flows.get(uid)
+            if flow is None:
+                flow = self._new_flow(msg)
+            scan = flow.scan
+            if scan is None or scan.evicted:
+                scan = flow.scan = self._scan(flow.pair)
             window = scan.window
             start = window.start
             if start is None or ts - start >= window.length or ts < start:
@@ -212,12 +219,12 @@ class ModbusRecon(Detector):
             address = fields.get("read_address" if fc == 23 else "address")
             if not isinstance(address, int):
                 address = None
-            flow.other += 1  # type: ignore[union-attr]
-            signature = (fc, unit, address)
-            if signature in scan.seen:
+            flow.other += 1
+            key = _signature_key(fc, unit, address)
+            if key in scan.seen:
                 return None  # polling repeats itself: nothing new for any counter
             out: list[Finding] = []
-            self._new_signature(msg, signature, scan, out)
+            self._new_signature(msg, (fc, unit, address), key, scan, out)
             return self._enabled(out)
         out = []
         flow = self._flow(msg)
@@ -287,19 +294,25 @@ class ModbusRecon(Detector):
                     flow.first_id = (msg.ts, msg.frame, msg.tid, unit, msg.func, fc)
         elif flow is not None:
             flow.other += 1
-        signature = (fc, unit, address)
-        if signature in scan.seen:
+        key = _signature_key(fc, unit, address)
+        if key in scan.seen:
             return  # polling repeats itself: nothing new for any counter
-        self._new_signature(msg, signature, scan, out)
+        self._new_signature(msg, (fc, unit, address), key, scan, out)
 
     def _new_signature(
-        self, msg: ModbusMessage, signature: tuple[int, int, int | None], scan: _Scan, out: list
+        self,
+        msg: ModbusMessage,
+        signature: tuple[int, int, int | None],
+        key: int,
+        scan: _Scan,
+        out: list,
     ) -> None:
-        """A request (function code, unit, address) not seen from this client in the window."""
+        """A request (function code, unit, address) not seen from this client in the window;
+        ``key`` is its ``_signature_key``."""
         s = self.settings
         fc, unit, address = signature
         if len(scan.seen) < MAX_SEEN:
-            scan.seen.add(signature)
+            scan.seen.add(key)
         if FC_SWEEP.sid not in scan.fired:
             scan.fcs.add(fc)
             if len(scan.fcs) >= s.fc_sweep_distinct:
@@ -421,20 +434,24 @@ class ModbusRecon(Detector):
 
     # ------------------------------------------------------------------ helpers
     def _flow(self, msg: ModbusMessage) -> _Flow | None:
+        """The connection's state; a response creates none."""
         flow = self._flows.get(msg.uid)
-        if flow is None:
-            if not msg.is_orig:
-                return None
-            if len(self._flows) >= self.settings.max_flows:
-                del self._flows[next(iter(self._flows))]
-            flow = self._flows[msg.uid] = _Flow(msg.conn)
+        if flow is None and msg.is_orig:
+            flow = self._new_flow(msg)
+        return flow
+
+    def _new_flow(self, msg: ModbusMessage) -> _Flow:
+        if len(self._flows) >= self.settings.max_flows:
+            del self._flows[next(iter(self._flows))]
+        flow = self._flows[msg.uid] = _Flow(msg.conn)
         return flow
 
     def _scan(self, key: tuple[str, str]) -> _Scan:
         scan = self._scans.get(key)
         if scan is None:
             if len(self._scans) >= self.settings.max_pairs:
-                del self._scans[next(iter(self._scans))]
+                oldest = next(iter(self._scans))
+                self._scans.pop(oldest).evicted = True
             scan = self._scans[key] = _Scan(self.settings.sweep_window)
         return scan
 
@@ -486,6 +503,12 @@ class ModbusRecon(Detector):
         if self._disabled and out:
             return [f for f in out if f.rule_id not in self._disabled]
         return out
+
+
+def _signature_key(fc: int, unit: int, address: int | None) -> int:
+    """A request's (function code, unit, address) as one int: a set of ints is cheaper to
+    probe than one of tuples (fc and unit are bytes; None is not an address)."""
+    return fc | unit << 8 | (0 if address is None else address + 1) << 16
 
 
 def _span(values: Any) -> list[int]:

@@ -74,6 +74,28 @@ def test_function_code_sweep_by_breadth_positive(tmp_path: Path) -> None:
     assert len(evidence(a.findings[0])["function_codes"]) == 12
 
 
+def test_function_code_sweep_counts_afresh_once_its_pair_left_the_table(tmp_path: Path) -> None:
+    """Past max_pairs the oldest pair's counts are dropped; its connection, still open, then
+    counts from zero again, not on into the dropped counts (5 + 5 codes: no sweep of 8)."""
+    settings = PolicySettings(max_pairs=16, fc_sweep_distinct=8)
+    s = Modbus(ROGUE, PLC)
+    for fc in (1, 2, 3, 4, 5):
+        s.request(bytes((fc, 0, 0, 0, 1)), None, dt=0.05)
+    others = []
+    for i in range(16):  # sixteen newer pairs: the first one leaves the table
+        other = Modbus(f"10.9.0.{i + 1}", PLC, t0=T0 + 1 + i / 100)
+        other.poll()
+        others.append(other.close())
+    s.wait_until(T0 + 2)
+    for fc in (6, 15, 16, 22, 23):
+        s.request(bytes((fc, 0, 0, 0, 1)), None, dt=0.05)
+    assert summary(run(tmp_path, s.close(), *others, settings=settings).findings) == []
+    s2 = Modbus(ROGUE, PLC)  # the same ten codes with no pair in between: a sweep
+    for fc in (1, 2, 3, 4, 5, 6, 15, 16, 22, 23):
+        s2.request(bytes((fc, 0, 0, 0, 1)), None, dt=0.05)
+    assert summary(run(tmp_path, s2.close(), settings=settings).findings) == [("9000201", 1)]
+
+
 def test_function_code_sweep_negative_polling_hmi(tmp_path: Path) -> None:
     s = Modbus(HMI, PLC)
     s.request(device_id(), exception(43, 1))  # the PLC lacks device identification
