@@ -163,6 +163,45 @@ def test_batch_hook_gets_the_chunks_of_the_stream_hook_and_all_before_the_flow_e
     assert max(calls) == 3
 
 
+def test_interleaved_flows_batch_their_own_chunks_and_an_ending_flow_gets_them_first():
+    """Each direction's batches carry exactly its chunks, in stream order, however the flows
+    interleave; a flow that ends (here: evicted) gets its batches at once, before its end,
+    while the others' keep waiting."""
+    events: list[tuple[str, str]] = []
+    chunks: dict[tuple[str, bool], list[tuple]] = {}  # per direction, as the stream hook saw
+    batched: dict[tuple[str, bool], list[tuple]] = {}  # the same, rebuilt from the batches
+
+    def stream(flow, is_orig, data, ts, frame) -> None:
+        chunks.setdefault((flow.uid, is_orig), []).append((flow.stream_offsets[is_orig], data, ts))
+
+    def batch(flow, is_orig, offset, segments) -> bool:
+        events.append(("batch", flow.uid))
+        for data, ts, _frame in segments:
+            batched.setdefault((flow.uid, is_orig), []).append((offset, data, ts))
+            offset += len(data)
+        return True
+
+    t = FlowTable(lambda flow, first: None, lambda f: events.append(("end", f.uid)), max_flows=3)
+    t.stream_hook, t.batch_hook = stream, batch
+    ports = (40000, 40001, 40002)
+    for port in ports:
+        tcp(t, 1.0, A, port, B, 502, TCP_SYN, seq=100)
+        tcp(t, 1.0, B, 502, A, port, TCP_SYN | TCP_ACK, seq=900, ack=101)
+    for i in range(5):
+        for n, port in enumerate(ports):
+            req, resp = bytes([65 + n]) * (i + 1), bytes([97 + n]) * (2 * i + 1)
+            ts = 1.1 + i + n / 10
+            tcp(t, ts, A, port, B, 502, TCP_ACK, seq=101 + i * (i + 1) // 2, payload=req)
+            tcp(t, ts, B, 502, A, port, TCP_ACK, seq=901 + i * i, payload=resp)
+    first = [uid for what, uid in events if what == "batch"][:6]  # each direction's first
+    assert len(set(first)) == 3 and all(what == "batch" for what, _ in events)
+    del events[:]
+    tcp(t, 9.0, A, 40003, B, 502, TCP_SYN, seq=100)  # a fourth flow: the oldest is evicted
+    oldest = first[0]
+    assert events == [("batch", oldest), ("batch", oldest), ("end", oldest)]
+    t.flush()
+    assert len(chunks) == 6 and all(len(c) == 5 for c in chunks.values())
+    assert batched == chunks
 def test_batches_are_chunk_by_chunk_until_the_hook_accepts_them():
     sizes: list[int] = []
     t, _ = table()
