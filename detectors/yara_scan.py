@@ -8,21 +8,25 @@ metadata is wrong, is refused with a ``RuleError`` located at ``file:line``.
 Streams: each direction of each TCP connection (and of each UDP flow, datagrams in order) is
 scanned in windows of ``window_bytes`` that overlap by ``overlap_bytes``, so a match that
 straddles two windows is found once (a match is reported only if one of its strings ends in
-bytes the previous window had not scanned). Bytes that wait longer than ``flush_seconds`` of
-packet time for their window to fill are scanned then, and at the end of the flow. At most
+bytes the previous window had not scanned). In a live run, bytes that wait longer than
+``flush_seconds`` of packet time for their window to fill are scanned then; reading a capture
+file (``Detector.live`` False), where only the findings matter, a tail waits for its window
+or the end of its flow (many fewer small scans, and no match split where a tail was
+scanned); either way a flow's last bytes are scanned when it ends. At most
 ``max_streams`` flow directions are buffered; the least recently active is scanned and dropped
 first. The window's first byte is not the start of a file, so stream rules should rely on
 strings, not on ``uint16(0)`` or ``filesize``.
 
 The pipeline hands the chunks over in batches (``on_stream_batch``): up to 128 chunks of one
-flow direction, at most ``flush_seconds`` of packet time (and a tick) late, always before the
-flow ends. That costs a fraction of a call per chunk, and no event object per chunk: a batch
-comes as parallel data (``sentinel.decode.flow.Segments``: the chunks' bytes joined, their
-offsets, times and frames in native vectors), appended to the window and the chunk index
-with a few copies. Windows, offsets, packets and findings are those of chunk-by-chunk delivery
-(``on_stream``), only reported up to ``flush_seconds`` later for a window that fills
-quickly (a partial window waited that long before too). Flows the file extractor follows get
-their chunks one by one, in step with the other flows (FTP and TFTP tie flows together).
+flow direction, in a live run at most ``flush_seconds`` of packet time (and a tick) late,
+always before the flow ends. That costs a fraction of a call per chunk, and no event object
+per chunk: a batch comes as parallel data (``sentinel.decode.flow.Segments``: the chunks'
+bytes joined, their offsets, times and frames in native vectors), appended to the window and
+the chunk index with a few copies. Windows, offsets, packets and findings are those of
+chunk-by-chunk delivery (``on_stream``), only reported up to ``flush_seconds`` later for a
+window that fills quickly (a partial window waited that long before too). Flows the file
+extractor follows get their chunks one by one, in step with the other flows (FTP and TFTP tie
+flows together).
 
 Depth: like Suricata's ``stream.reassembly.depth``, only the first ``decode.stream_depth``
 bytes (default 1 MiB, 0: all) of each direction of a TCP connection are scanned as stream; the
@@ -553,10 +557,11 @@ class YaraScanner(Detector):
         if self.rules is None:
             return None
         out: list[Finding] = []
-        limit = self.settings.flush_seconds
-        for st in list(self._streams.values()):
-            if st.since is not None and now - st.since >= limit:
-                self._flush(st, out)
+        if self.live:  # reading a file, tails wait for their window or their flow's end
+            limit = self.settings.flush_seconds
+            for st in list(self._streams.values()):
+                if st.since is not None and now - st.since >= limit:
+                    self._flush(st, out)
         if self.extractor is not None:
             self.extractor.expire(now)
         return out

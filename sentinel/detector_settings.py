@@ -88,7 +88,8 @@ class YaraSettings(_Strict):
     # (matches longer than the overlap can be missed in streams; files are scanned whole).
     window_bytes: int = Field(32768, ge=1024, le=16 * 1024 * 1024)
     overlap_bytes: int = Field(1024, ge=16)
-    # Bytes that wait longer than flush_seconds for their window to fill are scanned anyway.
+    # Live, bytes that wait longer than flush_seconds for their window to fill are scanned
+    # anyway; reading a capture file they wait for their window or the end of their flow.
     flush_seconds: float = Field(5.0, gt=0)
     max_streams: int = Field(1024, ge=2)  # flow directions buffered at once (LRU, scanned out)
     scan_timeout: int = Field(10, ge=1)  # seconds per scan, yara's own timeout

@@ -84,8 +84,14 @@ class Detector:
 
     id: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    # For ``on_stream_batch``: how long (packet time) chunks may wait to be handed over.
+    # For ``on_stream_batch``: how long (packet time) chunks may wait to be handed over in a
+    # live run.
     batch_seconds: float = 1.0
+    # Set by the pipeline before its run: True for a live sensor, whose findings must come
+    # within seconds of their packets; False reading a capture file, where only the findings
+    # matter, so a detector may wait for more data (YARA scans stream tails when their window
+    # fills or their flow ends instead of every few seconds). True for a detector used alone.
+    live: bool = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -176,6 +176,8 @@ class Pipeline:
 
             detectors = [cls(config) for cls in REGISTRY.values()]
         self.detectors = list(detectors)
+        for det in self.detectors:
+            det.live = live
         self._handlers: dict[str, list[Callable[..., Any]]] = {m: [] for m in EVENT_METHODS}
         for det in self.detectors:
             for method in det.subscriptions():
@@ -462,6 +464,9 @@ class Pipeline:
             flows.batch_seconds = min(
                 d.batch_seconds for d in self.detectors if "on_stream_batch" in d.subscriptions()
             )
+        # Batches waiting longer than batch_seconds are handed over at the tick, live; reading
+        # a file they go when full, or with their flow (fewer, larger batches).
+        hand_over_by_time = self.live and flows.batch_hook is not None
         if self._handlers["on_arp"]:
             decoder.arp_hook = self._arp_event
         jsonl = JsonlSink(self.out_dir, live=self.live)  # live: append, rotate daily
@@ -489,7 +494,7 @@ class Pipeline:
                     flows.expire(ts)  # flows idle past their timeout end (flows.jsonl, metrics)
                 if ts >= next_tick:
                     if next_tick:
-                        if flows.batch_hook is not None:
+                        if hand_over_by_time:
                             flows.flush_batches(ts)
                         self._aggregator.expire(ts)
                         for handler in tick_handlers:

@@ -23,6 +23,7 @@ from sentinel.detector_settings import YaraSettings
 from sentinel.detectors.yara_scan import YaraScanner, builtin_rule_files, compile_rules
 from sentinel.errors import RuleError
 from sentinel.events import ConnId, StreamData
+from sentinel.pipeline import Pipeline
 from sentinel.pipeline.detector import StreamBatch
 from tests.conftest import Analysis, run_analysis
 from tests.detectors.pcaps import (
@@ -412,6 +413,32 @@ def test_pending_bytes_are_scanned_after_flush_seconds() -> None:
     assert found[0].ts == T0 and found[0].frame == 4
     assert det.on_tick(T0 + 10.0) == []
     assert det.on_flow_end({"uid": "Cflush"}) == []  # already reported
+
+
+def test_reading_a_file_a_tail_waits_for_its_flow_and_gives_the_live_finding() -> None:
+    """Live, a tail is scanned flush_seconds after it came; reading a capture file (``live``
+    False), when its flow ends: the same finding (rule, packet, time), later."""
+    found = {}
+    for live in (True, False):
+        det = YaraScanner(Config(), YaraSettings(flush_seconds=5.0), paths=[], builtin=True)
+        det.live = live
+        conn = ConnId(HMI, 40000, PLC, 102)
+        chunk = StreamData(T0, 4, "Cflush", conn, True, S7_READ_VAR + S7_STOP, 0)
+        assert det.on_stream(chunk) == []
+        at_tick = [(f.rule_id, f.ts, f.frame) for f in det.on_tick(T0 + 60.0) or []]
+        at_end = [(f.rule_id, f.ts, f.frame) for f in det.on_flow_end({"uid": "Cflush"}) or []]
+        found[live] = (at_tick, at_end)
+    assert found[True] == ([("9001006", T0, 4)], [])
+    assert found[False] == ([], [("9001006", T0, 4)])
+
+
+def test_the_pipeline_tells_its_detectors_whether_the_run_is_live(tmp_path: Path) -> None:
+    det = with_test_rules(tmp_path)
+    assert det.live  # alone, a detector keeps the live behaviour
+    Pipeline(Config(), tmp_path / "file", [det])
+    assert det.live is False
+    Pipeline(Config(), tmp_path / "sensor", [det], live=True)
+    assert det.live is True
 
 
 def test_least_recently_active_streams_are_scanned_when_evicted(tmp_path: Path) -> None:
