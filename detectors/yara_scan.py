@@ -29,7 +29,7 @@ extractor follows get their chunks one by one, in step with the other flows (FTP
 flows together).
 
 Depth: like Suricata's ``stream.reassembly.depth``, only the first ``decode.stream_depth``
-bytes (default 1 MiB, 0: all) of each direction of a TCP connection are scanned as stream; the
+bytes (default 0: all) of each direction of a TCP connection are scanned as stream; the
 flow table stops handing a direction's chunks over there. Files are not bound by it (their own
 cap is ``max_file_bytes``): a flow the extractor follows keeps getting its chunks.
 
