@@ -224,7 +224,7 @@ class ModbusRecon(Detector):
             if key in scan.seen:
                 return None  # polling repeats itself: nothing new for any counter
             out: list[Finding] = []
-            self._new_signature(msg, (fc, unit, address), key, scan, out)
+            self._new_signature(msg, (fc, unit, address), scan, out)
             return self._enabled(out)
         out = []
         flow = self._flow(msg)
@@ -297,22 +297,16 @@ class ModbusRecon(Detector):
         key = _signature_key(fc, unit, address)
         if key in scan.seen:
             return  # polling repeats itself: nothing new for any counter
-        self._new_signature(msg, (fc, unit, address), key, scan, out)
+        self._new_signature(msg, (fc, unit, address), scan, out)
 
     def _new_signature(
-        self,
-        msg: ModbusMessage,
-        signature: tuple[int, int, int | None],
-        key: int,
-        scan: _Scan,
-        out: list,
+        self, msg: ModbusMessage, signature: tuple[int, int, int | None], scan: _Scan, out: list
     ) -> None:
-        """A request (function code, unit, address) not seen from this client in the window;
-        ``key`` is its ``_signature_key``."""
+        """A request (function code, unit, address) not seen from this client in the window."""
         s = self.settings
         fc, unit, address = signature
         if len(scan.seen) < MAX_SEEN:
-            scan.seen.add(key)
+            scan.seen.add(_signature_key(fc, unit, address))
         if FC_SWEEP.sid not in scan.fired:
             scan.fcs.add(fc)
             if len(scan.fcs) >= s.fc_sweep_distinct:

@@ -426,26 +426,10 @@ class YaraScanner(Detector):
             # the window stops at the depth, the extractor gets every byte.
             if chunk.offset < depth:
                 self._window_add(st, data[: depth - chunk.offset], chunk.ts, chunk.frame, out)
-            if st.files:
-                extractor = self.extractor
-                for f in extractor.feed(chunk, chunk.offset, st.udp):  # type: ignore[union-attr]
-                    self._file(f, out)
-                st.files = extractor.tracks(chunk.uid)  # type: ignore[union-attr]
-            return out
-        buf = st.buf
-        offset = st.base + len(buf)
-        ts = chunk.ts
-        st.index(offset, ts, chunk.frame)
-        buf += data
-        st.last = ts
-        if st.since is None:
-            st.since = ts
-        if len(buf) >= self._window:
-            window, overlap = self._window, self.settings.overlap_bytes
-            while len(st.buf) >= window:
-                self._scan(st, st.base + window, out)
-                st.drop_before(st.base + window - overlap)
-            st.since = ts if st.end > st.scanned else None
+            offset = chunk.offset
+        else:
+            offset = st.end
+            self._window_add(st, data, chunk.ts, chunk.frame, out)
         if st.files:
             extractor = self.extractor
             for f in extractor.feed(chunk, offset, st.udp):  # type: ignore[union-attr]
@@ -456,7 +440,7 @@ class YaraScanner(Detector):
     def _window_add(
         self, st: _Stream, data: bytes, ts: float, frame: int, out: list[Finding]
     ) -> None:
-        """``on_stream``'s window steps for one chunk, without the file extractor."""
+        """``on_stream``'s window steps for one chunk (the file extractor aside)."""
         st.index(st.end, ts, frame)
         st.buf += data
         st.last = ts

@@ -176,10 +176,9 @@ class Pipeline:
 
             detectors = [cls(config) for cls in REGISTRY.values()]
         self.detectors = list(detectors)
-        for det in self.detectors:
-            det.live = live
         self._handlers: dict[str, list[Callable[..., Any]]] = {m: [] for m in EVENT_METHODS}
         for det in self.detectors:
+            det.live = live
             for method in det.subscriptions():
                 self._handlers[method].append(getattr(det, method))
         self._batch_ok = [

@@ -202,6 +202,8 @@ def test_interleaved_flows_batch_their_own_chunks_and_an_ending_flow_gets_them_f
     t.flush()
     assert len(chunks) == 6 and all(len(c) == 5 for c in chunks.values())
     assert batched == chunks
+
+
 def test_batches_are_chunk_by_chunk_until_the_hook_accepts_them():
     sizes: list[int] = []
     t, _ = table()
