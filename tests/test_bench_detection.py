@@ -1,5 +1,5 @@
 """bench/bench_detection.py runs end to end on a small capture, in child processes and in
-process, and reports every mode with the same packets."""
+process, and reports every mode with the same packets, best-of and within-round overheads."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def test_bench_detection_reports_every_mode(extra: list[str]) -> None:
     assert rows["decode"]["overhead_cpu"] == 0.0
     assert rows["all"]["findings"] >= rows["rules"]["findings"]
     assert all(r["cpu_seconds"] > 0 for r in rows.values())
+    # Within-round overheads: with one round they are the best-of figure itself.
+    for r in rows.values():
+        paired = [r[f"overhead_cpu_paired_{k}"] for k in ("min", "median", "max")]
+        assert paired == [pytest.approx(r["overhead_cpu"], abs=2e-4)] * 3
+    assert rows["decode"]["overhead_cpu_paired_median"] == 0.0

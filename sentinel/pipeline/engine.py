@@ -261,7 +261,7 @@ class Pipeline:
 
         def connection_dispatch() -> Callable[[ModbusMessage], None]:
             return routes.connection_dispatch(
-                modbus_record, writers, handlers, table, after_event, raise_
+                modbus_record, writers, tuple(handlers), table, after_event, raise_
             )
 
         return connection_dispatch

@@ -16,7 +16,7 @@ HandlerTable = dict[str, tuple[Callable[..., Any], ...]]
 def connection_dispatch(
     record: Callable[[ModbusMessage], dict[str, Any]],
     writers: list[Callable[[dict[str, Any]], None]],
-    handlers: list[Callable[[ModbusMessage], Any]],
+    handlers: tuple[Callable[[ModbusMessage], Any], ...],
     table: Callable[[ModbusMessage], HandlerTable],
     after_event: list[bool],
     raise_: Callable[[Iterable[Any]], None],
@@ -30,7 +30,8 @@ def connection_dispatch(
         rec = record(msg)
         for write in writers:
             write(rec)
-        chosen: Iterable[Callable[..., Any]]
+        # A tuple, typed: the loop below indexes it (no iterator object per message).
+        chosen: tuple[Callable[..., Any], ...]
         if after_event[0]:
             after_event[0] = False
             chosen = handlers

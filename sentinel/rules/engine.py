@@ -90,6 +90,7 @@ class Compiled:
         "event_names",
         "functions",
         "index",
+        "is_pass",
         "matcher",
         "modbus",
         "needs_modbus_flow",
@@ -126,7 +127,8 @@ class Compiled:
         elif self.conditions and not self.actions:
             flowbit_rank = 2
         self.rank = (ACTION_RANK.get(rule.header.action, 3), flowbit_rank, index)
-        self.anchor = _anchor(rule) if not rule.flowbits and rule.header.action != "pass" else None
+        self.is_pass = rule.header.action == "pass"  # read per candidate: no look-up chain
+        self.anchor = _anchor(rule) if not rule.flowbits and not self.is_pass else None
 
 
 def _anchor(rule: Rule) -> tuple[int, bytes] | None:
@@ -350,6 +352,82 @@ class ThresholdTable:
             self.entries.pop(key, None)
 
 
+MAX_CACHED_VALUES: Final = 65536  # addresses or ports whose matching rules are kept
+
+
+def _bits(mask: int) -> list[int]:
+    """The positions of the bits set in ``mask``, ascending (linear in its size)."""
+    return [i for i, bit in enumerate(reversed(bin(mask)[2:])) if bit == "1"]
+
+
+class HeaderIndex:
+    """Which rules' headers fit a flow direction, as a bitmask over the rules' indices.
+
+    Asked once per flow direction, so it must stay cheap with many short flows: each
+    distinct address or port spec of the rule set (most rules share a few: ``any``,
+    ``$HOME_NET``, ``502``) is evaluated once per value seen, and the rules it stands for
+    kept as a bitmask per value (at most ``MAX_CACHED_VALUES`` per header part, then started
+    over), instead of every rule's four specs evaluated for every flow direction."""
+
+    def __init__(self, compiled: list[Compiled]) -> None:
+        self.compiled = compiled
+        # Per header part (src, src_ports, dst, dst_ports): the rules whose spec is ``any``,
+        # and each other distinct spec with the rules that use it.
+        self.parts: list[tuple[int, list[tuple[Any, int]]]] = []
+        for name in ("src", "src_ports", "dst", "dst_ports"):
+            anything = 0
+            by_spec: dict[Any, int] = {}
+            for c in compiled:
+                spec = getattr(c.rule.header, name)
+                if spec.is_any:
+                    anything |= 1 << c.index
+                else:
+                    by_spec[spec] = by_spec.get(spec, 0) | 1 << c.index
+            self.parts.append((anything, list(by_spec.items())))
+        self.cached: list[dict[Any, int]] = [{}, {}, {}, {}]
+        self.static: dict[tuple[int, bool], int] = {}  # (proto, is_orig) -> rules
+
+    def matching(
+        self, proto: int, is_orig: bool, src: str, sport: int, dst: str, dport: int
+    ) -> int:
+        """The rules whose transport, direction (``flow:to_server``, ``to_client``),
+        addresses and ports fit this flow direction."""
+        return (
+            self._static(proto, is_orig)
+            & self._part(0, src)
+            & self._part(1, sport)
+            & self._part(2, dst)
+            & self._part(3, dport)
+        )
+
+    def _static(self, proto: int, is_orig: bool) -> int:
+        key = (proto, is_orig)
+        mask = self.static.get(key)
+        if mask is None:
+            mask = 0
+            for c in self.compiled:
+                transport = c.rule.transport
+                if (transport is None or transport == proto) and (
+                    c.to_server is None or c.to_server == is_orig
+                ):
+                    mask |= 1 << c.index
+            self.static[key] = mask
+        return mask
+
+    def _part(self, part: int, value: Any) -> int:
+        cached = self.cached[part]
+        mask = cached.get(value)
+        if mask is None:
+            mask, specs = self.parts[part]
+            for spec, rules in specs:
+                if spec.match(value):
+                    mask |= rules
+            if len(cached) >= MAX_CACHED_VALUES:
+                cached.clear()
+            cached[value] = mask
+        return mask
+
+
 class RuleEngine:
     """Matching state for one run (one per pipeline run; not thread-safe)."""
 
@@ -370,7 +448,8 @@ class RuleEngine:
         self.needs_modbus_flows = any(c.needs_modbus_flow for c in self.compiled)
         self.max_flows = max_flows
         self.plans: dict[tuple[str, bool], Plan] = {}
-        self._interned: dict[tuple[int, ...], Plan] = {}
+        self.headers = HeaderIndex(self.compiled)
+        self._interned: dict[int, Plan] = {}  # by the bitmask of its rules
         self.flowbits: dict[str, set[str]] = {}
         self.thresholds = ThresholdTable()
         self.udp_directions: dict[str, int] = {}
@@ -389,27 +468,12 @@ class RuleEngine:
             src, sport, dst, dport = conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p
         else:
             src, sport, dst, dport = conn.resp_h, conn.resp_p, conn.orig_h, conn.orig_p
-        chosen = []
-        for c in self.compiled:
-            r = c.rule
-            h = r.header
-            if r.transport is not None and r.transport != proto:
-                continue
-            if c.to_server is not None and c.to_server != is_orig:
-                continue
-            if not (
-                h.src_ports.match(sport)
-                and h.dst_ports.match(dport)
-                and h.src.match(src)
-                and h.dst.match(dst)
-            ):
-                continue
-            chosen.append(c.index)
-        ids = tuple(chosen)
-        plan = self._interned.get(ids)
+        chosen = self.headers.matching(proto, is_orig, src, sport, dst, dport)
+        plan = self._interned.get(chosen)
         if plan is None:
-            plan = Plan([self.compiled[i] for i in ids]) if ids else EMPTY_PLAN
-            self._interned[ids] = plan
+            rules = [self.compiled[i] for i in _bits(chosen)]
+            plan = Plan(rules) if rules else EMPTY_PLAN
+            self._interned[chosen] = plan
             self.stats["plans"] = len(self._interned)
         if len(self.plans) >= 2 * self.max_flows:
             del self.plans[next(iter(self.plans))]
@@ -568,7 +632,7 @@ class RuleEngine:
                 continue
             if c.matcher is not None and not c.matcher.match(payload):
                 continue
-            if c.rule.header.action == "pass":
+            if c.is_pass:
                 self._fire(c, ts, uid, conn, is_orig)
                 break
             if self._fire(c, ts, uid, conn, is_orig):
@@ -631,7 +695,7 @@ class RuleEngine:
                     continue
             if c.conditions and not self._flowbits_ok(c, msg.uid):
                 continue
-            if c.rule.header.action == "pass":
+            if c.is_pass:
                 self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig)
                 break
             if self._fire(c, msg.ts, msg.uid, msg.conn, msg.is_orig):
@@ -705,7 +769,7 @@ class RuleEngine:
                 continue
             if c.conditions and not self._flowbits_ok(c, ev.uid):
                 continue
-            if c.rule.header.action == "pass":
+            if c.is_pass:
                 self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig)
                 break
             if self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig):
@@ -735,7 +799,7 @@ class RuleEngine:
                 continue
             if c.conditions and not self._flowbits_ok(c, ev.uid):
                 continue
-            if c.rule.header.action == "pass":
+            if c.is_pass:
                 self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig)
                 break
             if self._fire(c, ev.ts, ev.uid, ev.conn, ev.is_orig):

@@ -16,7 +16,7 @@ Access bits, categories and names are also what the EVE sink logs (``sinks/eve.p
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 from sentinel.decode.modbus_codes import FUNC_BY_RAW
 from sentinel.events import ModbusMessage
@@ -105,7 +105,7 @@ DERIVED_EVENTS = frozenset({"invalid_function_code", "invalid_exception_code", "
 _EXC_VALID = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 10, 11})
 _EXC_NO_ADDRESS = frozenset([*range(7, 15), *range(17, 20)])
 # What a write response echoes from its request (spec sections 6.5, 6.6, 6.11, 6.12, 6.16).
-ECHOED = {
+ECHOED: Final[dict[int, tuple[str, ...]]] = {
     5: ("address", "values"),
     6: ("address", "values"),
     15: ("address", "quantity"),

@@ -253,6 +253,13 @@ def test_a_filtered_hook_gets_only_the_chunks_that_pass_its_filter():
     assert routed == [True, False]  # asked once per direction, at its first chunk
     assert seen == [responses[1], responses[4]]
     assert [hook.passes(r) for r in responses] == [False, True, False, False, True]
+    edges = FilteredHook(lambda *_: None, [(2, ((0, frozenset({0})), (1, frozenset({255}))))])
+    assert [edges.passes(d) for d in (b"\x00\xff", b"\x00\xfe", b"\x01\xff", b"\x00")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():

@@ -51,6 +51,48 @@ def test_header_and_direction_select_rules_per_flow_direction() -> None:
     assert sids(e.inspect_stream(chunk(b"x", conn=B, uid="C2"))) == [4]
 
 
+def test_header_index_agrees_with_each_rule_s_header_and_evaluates_a_value_once() -> None:
+    """Per flow direction the rules come from cached per-value bitmasks; they must be exactly
+    the rules whose own header fits, with an address seen as source in one direction and as
+    destination in the other, negations, lists and port ranges."""
+    e = RuleEngine([
+        rule('content:"x"; sid:1;', "alert tcp [10.0.0.0/24,!10.0.0.9] any -> any 502"),
+        rule('content:"x"; sid:2;', "alert tcp any any -> 10.0.0.0/24 ![502,503]"),
+        rule('content:"x"; sid:3;', "alert tcp any 1024: -> any any"),
+        rule('content:"x"; sid:4;', "alert udp any any -> any 502"),
+        rule('content:"x"; flow:to_client; sid:5;', "alert tcp any 502 -> any any"),
+        *rules('content:"x"; sid:6;', "alert ip 10.0.0.9 any <> any [80,502]"),
+    ])  # fmt: skip
+    hosts = ["10.0.0.1", "10.0.0.9", "192.0.2.7"]
+    seen_sources = set()
+    for n, (client, server, port) in enumerate(
+        (c, s, p) for c in hosts for s in hosts for p in (80, 502, 503) if c != s
+    ):
+        conn = ConnId(client, 40000 + n, server, port)
+        for proto in (6, 17):
+            for is_orig in (True, False):
+                if is_orig:
+                    src, sport, dst, dport = client, 40000 + n, server, port
+                else:
+                    src, sport, dst, dport = server, port, client, 40000 + n
+                seen_sources.add(src)
+                expected = [
+                    c.index
+                    for c in e.compiled
+                    if c.rule.transport in (None, proto)
+                    and c.to_server in (None, is_orig)
+                    and c.rule.header.src.match(src)
+                    and c.rule.header.src_ports.match(sport)
+                    and c.rule.header.dst.match(dst)
+                    and c.rule.header.dst_ports.match(dport)
+                ]
+                mask = e.headers.matching(proto, is_orig, src, sport, dst, dport)
+                assert [i for i in range(len(e.compiled)) if mask >> i & 1] == expected, conn
+        e.plan(f"C{n}", conn, True, 6)
+    assert set(e.headers.cached[0]) == seen_sources  # one entry per source address seen
+    assert len(e.headers.parts[0][1]) == 2  # distinct source specs besides "any": 2, not 6
+
+
 def test_packet_rules_see_flow_state() -> None:
     e = engine(
         "flow:established,to_server; sid:1;", "flow:not_established; sid:2;", "dsize:0; sid:3;"
