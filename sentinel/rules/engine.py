@@ -450,6 +450,7 @@ class RuleEngine:
         self.plans: dict[tuple[str, bool], Plan] = {}
         self.headers = HeaderIndex(self.compiled)
         self._interned: dict[int, Plan] = {}  # by the bitmask of its rules
+        self._interests: dict[tuple[Plan, bool], tuple[frozenset[int] | None, bool] | None] = {}
         self.flowbits: dict[str, set[str]] = {}
         self.thresholds = ThresholdTable()
         self.udp_directions: dict[str, int] = {}
@@ -553,6 +554,14 @@ class RuleEngine:
         if self.needs_modbus_flows:
             return None
         plan = self.plans.get((uid, is_orig)) or self.plan(uid, conn, is_orig, PROTO_TCP)
+        key = (plan, is_orig)  # plans are shared (interned): so is their interest
+        if key not in self._interests:
+            self._interests[key] = self._modbus_interest(plan, is_orig)
+        return self._interests[key]
+
+    def _modbus_interest(
+        self, plan: Plan, is_orig: bool
+    ) -> tuple[frozenset[int] | None, bool] | None:
         if plan.app_generic:
             return None
         functions = set(plan.app_by_fc)

@@ -462,6 +462,23 @@ def test_least_recently_active_streams_are_scanned_when_evicted(tmp_path: Path) 
     assert {evidence(f)["stream_offset"] for f in a.findings} == {100}
 
 
+def test_a_full_stream_table_scans_out_its_least_recently_active_eighth(tmp_path: Path) -> None:
+    """Many short connections: a new stream on a full table drops the least recently active
+    eighth at once (one sort, not a search of the table per new stream), scanned first."""
+    det = with_test_rules(tmp_path, max_streams=16)
+    conn = ConnId(HMI, 40000, PLC, 4444)
+    for i in range(16):  # stream i last active at T0 + i; C1 carries the marker
+        data = MARKER if i == 1 else b"x" * 10
+        assert det.on_stream(StreamData(T0 + i, i, f"C{i}", conn, True, data, 0)) == []
+    det.on_stream(StreamData(T0 + 40, 40, "C0", conn, True, b"z", 10))  # C0 active again
+    found = det.on_stream(StreamData(T0 + 50, 50, "Cnew", conn, True, b"y", 0))
+    assert [(f.rule_id, f.uid, f.frame) for f in found] == [("9009002", "C1", 1)]
+    # 16 // 8 = 2 dropped, the least recently active: C1 and C2 (C0 was active at T0 + 40)
+    assert sorted(uid for uid, _ in det._streams) == sorted(
+        ["Cnew", "C0", *(f"C{i}" for i in range(3, 16))]
+    )
+
+
 def test_udp_payloads_are_a_stream(tmp_path: Path) -> None:
     det = with_test_rules(tmp_path)
     packets = [

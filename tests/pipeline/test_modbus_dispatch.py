@@ -13,6 +13,7 @@ from sentinel.rules.engine import RuleEngine
 from sentinel.rules.loader import load_ruleset
 from tests.conftest import run_analysis
 from tests.craft import Conversation, adu, write
+from tests.rules.helpers import rule
 
 
 def request(tid: int, fc: int) -> bytes:
@@ -70,6 +71,19 @@ def test_rule_engine_interest_follows_the_direction_s_rules() -> None:
     assert exceptions
     functions, exceptions = engine.modbus_interest("C1", conn, False)  # type: ignore[misc]
     assert 3 not in functions and exceptions  # exception codes; echoed writes
+
+
+def test_rule_engine_interest_is_kept_per_plan_and_direction() -> None:
+    """Both directions share one plan here (the rule's header fits both); the interest still
+    differs by direction (invalid function codes are requests), and other flows reuse it."""
+    engine = RuleEngine([rule("app-layer-event:modbus.invalid_function_code; sid:1;",
+                              "alert modbus any any -> any any")])  # fmt: skip
+    conn = ConnId("192.0.2.10", 40000, "192.0.2.20", 502)
+    assert engine.plan("C1", conn, True, 6) is engine.plan("C1", conn, False, 6)
+    assert engine.modbus_interest("C1", conn, True) == (frozenset({0}), True)
+    assert engine.modbus_interest("C1", conn, False) == (frozenset(), False)
+    other = ConnId("192.0.2.11", 40001, "192.0.2.20", 502)
+    assert engine.modbus_interest("C2", other, True) is engine.modbus_interest("C1", conn, True)
 
 
 class Requests(Detector):
