@@ -129,7 +129,7 @@ class RuleDetector(Detector):
             )
         self.listeners: list[Any] = []  # callables receiving every Alert (rules test)
         self._dnp3_tx: dict[str, int] = {}  # uid -> DNP3 messages seen (EVE tx_id)
-        self._streams = "on_stream" in self.subscriptions()  # asked per flow direction
+        self._wants_stream = "on_stream" in self.subscriptions()  # read per flow direction
 
     # ------------------------------------------------------------------ events
     def _on_packet(self, packet: PacketEvent) -> list[Finding] | None:
@@ -159,7 +159,7 @@ class RuleDetector(Detector):
     def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
         """Only the chunks the direction's stream rules can match (the plan's fast patterns
         and sizes): on Modbus flows, almost none is turned into an event."""
-        if not self._streams:
+        if not self._wants_stream:
             return NO_CHUNK
         gate = self.engine.stream_gate(uid, conn, is_orig, proto)
         return None if gate is None else StreamGate(gate)
