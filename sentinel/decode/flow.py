@@ -329,12 +329,11 @@ class FilteredHook:
 
     def __init__(self, hook: StreamHook, alternatives: Iterable[GateAlternative]) -> None:
         self.hook = hook
-        self.alternatives = tuple(alternatives)
         # Each condition's values as a 256-byte table (1: allowed), checked per chunk with
         # two byte reads instead of an int object hashed into a set.
         self.checks: tuple[tuple[int, tuple[tuple[int, bytes], ...]], ...] = tuple(
             (size, tuple((at, _byte_table(values)) for at, values in conds))
-            for size, conds in self.alternatives
+            for size, conds in alternatives
         )
 
     def passes(self, data: bytes) -> bool:
