@@ -105,6 +105,13 @@ def test_url_credentials_are_taken_out_and_never_shown(es_node: Node, tmp_path: 
     assert "not-the-password" not in proc.stdout + proc.stderr
 
 
+def _touch(path: Path) -> None:
+    """A modification time later than the file's, by more than the millisecond the node's
+    file watcher compares."""
+    later = max(time.time_ns(), path.stat().st_mtime_ns + 10_000_000)
+    os.utime(path, ns=(later, later))
+
+
 def test_bearer_token_and_api_key(es_node: Node, tmp_path: Path) -> None:
     """A service-account token (a bearer token) authenticates for real; this distribution
     cannot create API keys (no analysis-common for the .security index), so an API key can
@@ -131,10 +138,15 @@ def test_bearer_token_and_api_key(es_node: Node, tmp_path: Path) -> None:
     env = es_node.env()
     del env["SENTINEL_ES_PASSWORD"], env["SENTINEL_ES_USERNAME"]
     env["SENTINEL_ES_BEARER_TOKEN"] = token
-    # The node re-reads service_tokens every few seconds; on a loaded CI machine a full
-    # suite once saw it take over a minute.
-    deadline = time.monotonic() + 180
+    # The node re-reads service_tokens when its modification time changes (polled every few
+    # seconds). The tool, run as root, wrote a file the node's user cannot read until the
+    # chown above, which leaves the time as it was: a poll in between (the tool's JVM can
+    # take seconds to exit on a loaded machine) failed to read it and never retried, and a
+    # full suite once waited 180 s for nothing. So the time is moved on after the chown,
+    # and again while the token is refused.
+    deadline = time.monotonic() + 120
     while True:
+        _touch(tokens)
         proc = run_sentinel("es", "status", "--spool", str(tmp_path), env=env)
         if proc.returncode == 0 or time.monotonic() > deadline:
             break
@@ -176,12 +188,17 @@ def test_least_privileged_writer_role_is_enough(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     owner = es_node.dev.dir.stat()
-    for name in ("roles.yml", "users", "users_roles"):
-        os.chown(config / name, owner.st_uid, owner.st_gid)
+    files = [config / name for name in ("roles.yml", "users", "users_roles")]
+    for path in files:
+        os.chown(path, owner.st_uid, owner.st_gid)
     writer = Node(es_node.dev, es_node.info, es_node.base)
     env_writer = es_node.env(SENTINEL_ES_USERNAME="sensor1", SENTINEL_ES_PASSWORD="writer-pass-123")
     deadline = time.monotonic() + 60  # the node re-reads its users and roles every few seconds
-    while run_sentinel("es", "status", "--spool", str(tmp_path), env=env_writer).returncode:
+    while True:
+        for path in files:  # root wrote them: see test_bearer_token_and_api_key
+            _touch(path)
+        if not run_sentinel("es", "status", "--spool", str(tmp_path), env=env_writer).returncode:
+            break
         assert time.monotonic() < deadline, "the file realm user never became valid"
         time.sleep(2)
     writer.env = lambda **extra: {**env_writer, **extra}  # type: ignore[method-assign]
