@@ -22,9 +22,10 @@ is the one the technique serves in the finding's context.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sentinel.events import ConnId
 from sentinel.findings import Finding, Technique
@@ -109,18 +110,30 @@ def message_finding(
     )
 
 
+NOT_STARTED: Final = -math.inf  # a window's start before its first event: any ts rolls it
+
+
 class Window:
-    """A tumbling window of packet time that starts at its first event (deterministic)."""
+    """A tumbling window of packet time that starts at its first event (deterministic).
+
+    ``start`` is a plain float (unboxed in the compiled class: no float object to reach per
+    event), ``NOT_STARTED`` until the first event."""
 
     __slots__ = ("length", "start")
 
     def __init__(self, length: float) -> None:
         self.length = length
-        self.start: float | None = None
+        self.start: float = NOT_STARTED
 
     def roll(self, ts: float) -> bool:
         """Place ``ts``; True when a new window begins (the caller resets its counters)."""
-        if self.start is None or ts - self.start >= self.length or ts < self.start:
+        if starts_window(self.start, self.length, ts):
             self.start = ts
             return True
         return False
+
+
+def starts_window(start: float, length: float, ts: float) -> bool:
+    """Whether ``ts`` begins a new window after the one that began at ``start``: the first
+    event, one ``length`` or more later, or one earlier than the start (time went back)."""
+    return ts - start >= length or ts < start

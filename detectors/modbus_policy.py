@@ -56,11 +56,13 @@ from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, register
 
 from .common import (
+    NOT_STARTED,
     PolicyRule,
     Window,
     engineering_hosts,
     make_finding,
     message_finding,
+    starts_window,
     technique,
 )
 
@@ -202,31 +204,39 @@ class _Policy:
 
 
 class _Pair:
-    """Per client/server counters: flood and unanswered windows."""
+    """Per client/server counters: flood and unanswered windows (each a tumbling window as
+    ``common.Window``, its start kept here, unboxed: one object to reach per request)."""
 
     __slots__ = (
-        "flood",
         "flood_count",
         "flood_fired",
+        "flood_start",
         "peak",
-        "ua",
         "ua_count",
         "ua_fired",
         "ua_requests",
+        "ua_start",
     )
 
-    def __init__(self, flood_window: float, ua_window: float) -> None:
-        self.flood = Window(flood_window)
+    def __init__(self) -> None:
+        self.flood_start: float = NOT_STARTED
         self.flood_count = 0
         self.flood_fired = False
         self.peak = 0  # busiest flood window seen while learning
-        self.ua = Window(ua_window)
+        self.ua_start: float = NOT_STARTED
         self.ua_requests = 0
         self.ua_count = 0
         self.ua_fired = False
 
-    def ua_roll(self, ts: float) -> None:
-        if self.ua.roll(ts):
+    def flood_roll(self, ts: float, length: float) -> None:
+        if starts_window(self.flood_start, length, ts):
+            self.flood_start = ts
+            self.flood_count = 0
+            self.flood_fired = False
+
+    def ua_roll(self, ts: float, length: float) -> None:
+        if starts_window(self.ua_start, length, ts):
+            self.ua_start = ts
             self.ua_requests = self.ua_count = 0
             self.ua_fired = False
 
@@ -324,6 +334,8 @@ class ModbusPolicy(Detector):
         self._syns: dict[str, tuple[Window, list[int], set[str], list[bool]]] = {}
         self._modbus_ports = frozenset(config.decode.modbus_ports)
         self._flood_min = s.flood_min_requests  # per request: one attribute, not two
+        self._flood_window = s.flood_window
+        self._ua_window = s.unanswered_window
         self._max_pending = s.max_pending_per_flow
 
     # ------------------------------------------------------------------ events
@@ -368,22 +380,12 @@ class ModbusPolicy(Detector):
                 out.append(self._dangerous(RESTART_COMMS, msg, policy))
             else:
                 self._program(msg, learning, policy, out)
-        # Request rates, the windows' roll inlined; past learning, only a count
-        # above flood_min_requests (the least any limit is) can be a flood.
+        # Request rates; past learning, only a count above flood_min_requests (the least
+        # any limit is) can be a flood.
         pair = flow.pair
-        window = pair.flood
-        start = window.start
-        if start is None or ts - start >= window.length or ts < start:
-            window.start = ts
-            pair.flood_count = 0
-            pair.flood_fired = False
+        pair.flood_roll(ts, self._flood_window)
         pair.flood_count += 1
-        window = pair.ua
-        start = window.start
-        if start is None or ts - start >= window.length or ts < start:
-            window.start = ts
-            pair.ua_requests = pair.ua_count = 0
-            pair.ua_fired = False
+        pair.ua_roll(ts, self._ua_window)
         pair.ua_requests += 1
         if learning:
             if pair.flood_count > pair.peak:
@@ -658,8 +660,7 @@ class ModbusPolicy(Detector):
         if pair is None:
             if len(self._pairs) >= self.settings.max_pairs:
                 del self._pairs[next(iter(self._pairs))]
-            s = self.settings
-            pair = self._pairs[key] = _Pair(s.flood_window, s.unanswered_window)
+            pair = self._pairs[key] = _Pair()
         return pair
 
     def _flood(self, msg: ModbusMessage, pair: _Pair, out: list[Finding]) -> None:
@@ -673,7 +674,7 @@ class ModbusPolicy(Detector):
                 {
                     "requests": pair.flood_count,
                     "window_seconds": s.flood_window,
-                    "window_start": pair.flood.start,
+                    "window_start": pair.flood_start,
                     "limit": limit,
                     "learned_peak": pair.peak,
                 }
@@ -700,7 +701,7 @@ class ModbusPolicy(Detector):
     ) -> None:
         s = self.settings
         conn, pair = flow.conn, flow.pair
-        pair.ua_roll(now)
+        pair.ua_roll(now, s.unanswered_window)
         pair.ua_count += 1
         if pair.ua_fired or pair.ua_count < s.unanswered_min:
             return
@@ -713,7 +714,7 @@ class ModbusPolicy(Detector):
             "unanswered": pair.ua_count,
             "requests": pair.ua_requests,
             "window_seconds": s.unanswered_window,
-            "window_start": pair.ua.start,
+            "window_start": pair.ua_start,
             "response_timeout": s.response_timeout,
         }
         policy = self._policies.get(conn.resp_h)

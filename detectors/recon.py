@@ -49,11 +49,13 @@ from sentinel.findings import Finding
 from sentinel.pipeline.detector import Detector, ModbusInterest, register
 
 from .common import (
+    NOT_STARTED,
     PolicyRule,
     Window,
     engineering_hosts,
     make_finding,
     message_finding,
+    starts_window,
     technique,
 )
 
@@ -121,12 +123,14 @@ class _Scan:
         "illegal_addresses",
         "illegal_fcs",
         "seen",
+        "start",
         "units",
-        "window",
     )
 
-    def __init__(self, length: float) -> None:
-        self.window = Window(length)
+    def __init__(self) -> None:
+        # the window's start (a ``common.Window`` kept inline, unboxed: one object less to
+        # reach per request); its length is the detector's sweep_window
+        self.start: float = NOT_STARTED
         self.evicted = False  # dropped from the detector's table: connections look it up again
         self._reset()
 
@@ -141,8 +145,9 @@ class _Scan:
         self.fired: set[int] = set()
         self.seen: set[int] = set()  # requests sent: their _signature_key
 
-    def roll(self, ts: float) -> None:
-        if self.window.roll(ts):
+    def roll(self, ts: float, length: float) -> None:
+        if starts_window(self.start, length, ts):
+            self.start = ts
             self._reset()
 
 
@@ -186,6 +191,7 @@ class ModbusRecon(Detector):
         self._names = {a.address: a.name for a in config.assets if a.name}
         self._modbus_ports = frozenset(config.decode.modbus_ports)
         self._scans: dict[tuple[str, str], _Scan] = {}
+        self._window = s.sweep_window
         self._flows: dict[str, _Flow] = {}
         self._probes: dict[str, _Probes] = {}
 
@@ -210,11 +216,7 @@ class ModbusRecon(Detector):
             scan = flow.scan
             if scan is None or scan.evicted:
                 scan = flow.scan = self._scan(flow.pair)
-            window = scan.window
-            start = window.start
-            if start is None or ts - start >= window.length or ts < start:
-                window.start = ts  # Window.roll, inlined
-                scan._reset()
+            scan.roll(ts, self._window)
             # only FC 23 (read/write multiple) carries a read_address (see _address)
             address = fields.get("read_address" if fc == 23 else "address")
             if not isinstance(address, int):
@@ -229,7 +231,7 @@ class ModbusRecon(Detector):
         out = []
         flow = self._flow(msg)
         scan = self._scan((msg.conn.orig_h, msg.conn.resp_h))
-        scan.roll(msg.ts)
+        scan.roll(msg.ts, self._window)
         if msg.is_orig:
             self._request(msg, flow, scan, out)
         else:
@@ -446,7 +448,7 @@ class ModbusRecon(Detector):
             if len(self._scans) >= self.settings.max_pairs:
                 oldest = next(iter(self._scans))
                 self._scans.pop(oldest).evicted = True
-            scan = self._scans[key] = _Scan(self.settings.sweep_window)
+            scan = self._scans[key] = _Scan()
         return scan
 
     def _sweep(
@@ -458,7 +460,7 @@ class ModbusRecon(Detector):
             "server": msg.conn.resp_h,
             **counts,
             "window_seconds": self.settings.sweep_window,
-            "window_start": scan.window.start,
+            "window_start": scan.start,
         }
         self._name(ev, msg.conn.resp_h)
         detail = ", ".join(

@@ -448,6 +448,7 @@ class ModbusAnalyzer:
     __slots__ = (
         "_buffers",
         "_bus",
+        "_emit",
         "_flooded",
         "_pending",
         "_requests",
@@ -471,6 +472,9 @@ class ModbusAnalyzer:
         self.uid: str = flow.uid
         self.conn = flow.conn
         self._bus = bus
+        # The bus's message handler, taken once: per message, a call without a look-up on
+        # the bus (an object of its own, cold by the time the connection's next message comes)
+        self._emit: Callable[[ModbusMessage], None] = bus.modbus
         self.max_pending = max_pending
         self.service: str | None = None
         self.disabled = False
@@ -682,7 +686,7 @@ class ModbusAnalyzer:
             self._pending[tid] = msg
         elif open_request is not None:
             msg.request = open_request  # type: ignore[misc]
-        self._bus.modbus(msg)
+        self._emit(msg)
 
     def _anomaly(self, is_orig: bool, ts: float, frame: int, name: str, detail: str) -> None:
         self._bus.anomaly(Anomaly(ts, self.uid, self.conn, is_orig, name, detail, frame))

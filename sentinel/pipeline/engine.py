@@ -66,6 +66,7 @@ ProgressCallback = Callable[[int, int], None]  # (bytes read, total bytes)
 # windows, detectors' on_tick) run in quiet periods too.
 HEARTBEAT = -1
 PROGRESS_EVERY = 0x3FFF  # packets between progress callbacks (a power of two minus one)
+MAX_SHARED_GATES = 1024  # distinct stream gates kept for sharing (a rule set has a handful)
 _new_tuple = tuple.__new__
 
 
@@ -185,6 +186,7 @@ class Pipeline:
             d.takes_batches for d in self.detectors if "on_stream_batch" in d.subscriptions()
         ]
         self._stream_detectors = [d for d in self.detectors if "on_stream" in d.subscriptions()]
+        self._gates: dict[tuple[GateAlternative, ...], FilteredHook] = {}
         self.extra_sinks = list(sinks)
         self.sites = SiteLabels(config)
         self.inventory = Inventory(config)
@@ -260,7 +262,7 @@ class Pipeline:
             return t
 
         def connection_dispatch() -> Callable[[ModbusMessage], None]:
-            return routes.connection_dispatch(
+            return routes.ConnectionDispatch(
                 modbus_record, writers, tuple(handlers), table, after_event, raise_
             )
 
@@ -399,7 +401,16 @@ class Pipeline:
             alternatives += gate.alternatives
         if not alternatives:
             return None
-        return FilteredHook(self._stream_event, alternatives)
+        # One hook per distinct gate, shared by the directions that have it (a handful per
+        # rule set): a chunk's check then reads tables that stay in the CPU's caches, where
+        # a hook per direction was a cold object per chunk.
+        key = tuple(alternatives)
+        hook = self._gates.get(key)
+        if hook is None:
+            if len(self._gates) >= MAX_SHARED_GATES:
+                self._gates.clear()
+            hook = self._gates[key] = FilteredHook(self._stream_event, key)
+        return hook
 
     def _stream_batch(self, flow: Flow, is_orig: bool, offset: int, segments: Segments) -> bool:
         """The flow table's batch hook: whether the flow's next chunks may come in batches."""

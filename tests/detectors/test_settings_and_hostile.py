@@ -75,3 +75,17 @@ def test_fuzzed_and_odd_captures_never_raise(tmp_path: Path, capture: Path) -> N
     for f in a.findings:
         assert f["threat"]["technique"]["id"][0].startswith("T0")
         assert f["rule"]["id"].startswith("900")
+
+
+def test_tumbling_windows_start_at_their_first_event() -> None:
+    """The window every rate and sweep counter uses (its start unboxed, ``NOT_STARTED``
+    before the first event): any first time starts it, even 0 or a negative one (a capture's
+    clock may be anything); it rolls at its length, not before, and when time goes back."""
+    from sentinel.detectors.common import Window
+
+    for first in (0.0, -5.0, 1.7e9):
+        w = Window(10.0)
+        assert w.roll(first) and w.start == first
+        assert not w.roll(first + 9.999) and w.start == first
+        assert w.roll(first + 10.0) and w.start == first + 10.0
+        assert w.roll(first + 9.0) and w.start == first + 9.0  # earlier than the start

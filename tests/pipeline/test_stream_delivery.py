@@ -75,6 +75,52 @@ def test_gates_narrow_on_stream_and_batches_carry_every_chunk(tmp_path: Path) ->
     assert len([c for c in nothing.seen if not c[0]]) == len(REPLIES)
 
 
+GATES_BY_PORT = {
+    4444: StreamGate(((1, ((0, frozenset(b"A")),)),)),
+    5555: StreamGate(((6, ()),)),
+}
+
+
+class GateByPort(Chunks):
+    """A gate per server port, as a rule set's plans differ by port."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def stream_gate(self, uid: str, conn: ConnId, is_orig: bool, proto: int) -> StreamGate | None:
+        return GATES_BY_PORT[conn.resp_p] if is_orig else None
+
+
+def test_directions_with_the_same_gate_share_one_hook(tmp_path: Path) -> None:
+    """A stream hook per distinct gate, not per flow direction (its tables stay in the CPU's
+    caches); each flow still gets its own gate's chunks."""
+    from sentinel.pipeline.engine import Pipeline
+
+    det = GateByPort()
+    packets = [
+        *tcp_stream(HMI, PLC, 4444, SEGMENTS, REPLIES, sport=41000),
+        *tcp_stream(HMI, PLC, 5555, SEGMENTS, REPLIES, sport=41001),
+        *tcp_stream(HMI, PLC, 4444, SEGMENTS, REPLIES, sport=41002),
+    ]
+    pcap = save(tmp_path / "c.pcap", sorted(packets, key=lambda p: p.time))
+    pipeline = Pipeline(Config(), tmp_path / "out", [det])
+    route = pipeline._stream_route
+    hooks: dict[int, list[object]] = {}
+
+    def recording(flow, is_orig):  # type: ignore[no-untyped-def]
+        hook = route(flow, is_orig)
+        if is_orig:
+            hooks.setdefault(flow.conn.resp_p, []).append(hook)
+        return hook
+
+    pipeline._stream_route = recording  # type: ignore[method-assign]
+    pipeline.run(pcap)
+    first, second = hooks[4444]
+    assert first is second and first is not hooks[5555][0]
+    seen = sorted(c[2] for c in det.seen if c[0])
+    assert seen == sorted([b"AAA", b"Adddddddd", b"AA"] * 2 + [b"bbbbbb", b"Adddddddd"])
+
+
 def test_stream_consumers_stop_at_the_stream_depth(tmp_path: Path) -> None:
     """Per chunk and in batches, a direction's bytes go up to decode.stream_depth (the chunk
     that crosses it cut there), none after; the other direction is not affected."""
