@@ -67,18 +67,24 @@ class Segments:
     the chunks as ``(data, ts, frame)``.
 
     While a batch fills, its chunks' bytes are copied into ``buf`` (a ``librt.strings``
-    ``BytesWriter``) as they come, and ``seal()`` moves them into ``data`` at hand-over. So a
-    batch holds no Python object per chunk: a chunk's bytes object is freed with its packet.
-    Keeping one (the bytes, and a boxed offset, time and frame, in lists) until hand-over
-    cost more than everything else batching does: a detector that takes batches and does
-    nothing with them added about 10 % to the benchmark's decoding, the decoder's own
-    short-lived allocations getting slower among the kept ones (docs/detectors.md, round 7)."""
+    ``BytesWriter``) and their offset, time and frame into ``pending``, one vector of
+    three doubles per chunk; ``seal()`` moves them into ``data`` and the three vectors at
+    hand-over. So a batch holds no Python object per chunk: a chunk's bytes object is freed
+    with its packet. Keeping one (the bytes, and a boxed offset, time and frame, in lists)
+    until hand-over cost more than everything else batching does: a detector that takes
+    batches and does nothing with them added about 10 % to the benchmark's decoding, the
+    decoder's own short-lived allocations getting slower among the kept ones
+    (docs/detectors.md, round 7). One vector rather than three while filling: a direction's
+    batch is touched once per chunk, long after its previous chunk, so each vector's head
+    and tail are memory locations to reach again (round 10). Offsets and frames are exact
+    as doubles (below 2**53)."""
 
-    __slots__ = ("buf", "data", "frames", "offs", "times")
+    __slots__ = ("buf", "data", "frames", "offs", "pending", "times")
 
     def __init__(self, data: bytes = b"") -> None:
         self.data = data  # the chunks' bytes (after ``seal()``)
         self.buf = BytesWriter()  # chunks' bytes not yet in data
+        self.pending = vec[float]()  # offset, ts, frame of chunks not yet in the vectors
         self.offs = vec[i64]()  # stream offset of each chunk's first byte
         self.times = vec[float]()
         self.frames = vec[i64]()
@@ -105,21 +111,38 @@ class Segments:
         return seg
 
     def add(self, data: bytes, offset: int, ts: float, frame: int) -> None:
-        """Append a chunk (its bytes reach ``data`` at ``seal()``)."""
+        """Append a chunk (it reaches ``data`` and the vectors at ``seal()``)."""
         self.buf.write(data)
-        self.offs = append(self.offs, offset)
-        self.times = append(self.times, ts)
-        self.frames = append(self.frames, frame)
+        pending = append(self.pending, float(offset))
+        pending = append(pending, ts)
+        self.pending = append(pending, float(frame))
 
     def seal(self) -> None:
-        """Move the added chunks' bytes into ``data``."""
+        """Move the added chunks into ``data`` and the vectors."""
         buf = self.buf
         if len(buf):
             self.data = self.data + buf.getvalue() if self.data else buf.getvalue()
             buf.truncate(0)
+        pending = self.pending
+        n = len(pending)
+        if n:
+            offs, times, frames = self.offs, self.times, self.frames
+            i: i64 = 0
+            while i < n:
+                offs = append(offs, i64(pending[i]))
+                times = append(times, pending[i + 1])
+                frames = append(frames, i64(pending[i + 2]))
+                i += 3
+            self.offs, self.times, self.frames = offs, times, frames
+            self.pending = vec[float]()
+
+    @property
+    def first_ts(self) -> float:
+        """The packet time of the first chunk."""
+        return self.times[0] if len(self.times) else self.pending[1]
 
     def __len__(self) -> int:
-        return len(self.times)
+        return len(self.times) + len(self.pending) // 3
 
     def chunk(self, i: int) -> tuple[bytes, float, int]:
         offs = self.offs
@@ -469,13 +492,15 @@ class FlowTable:
                                 self._call(hook, flow, is_orig, payload, ts, frame)
                             if self.batch_hook is not None:
                                 batch = flow.batch[is_orig]
-                                if batch is None or len(batch.times) >= self.batch_segments:
+                                if batch is None or len(batch.pending) >= 3 * self.batch_segments:
                                     self._batch(flow, is_orig, payload, ts, frame)
                                 else:  # Segments.add, inline
                                     batch.buf.write(payload)
-                                    batch.offs = append(batch.offs, flow.stream_offsets[is_orig])
-                                    batch.times = append(batch.times, ts)
-                                    batch.frames = append(batch.frames, frame)
+                                    pending = append(
+                                        batch.pending, float(flow.stream_offsets[is_orig])
+                                    )
+                                    pending = append(pending, ts)
+                                    batch.pending = append(pending, float(frame))
                                     self._batched_bytes += len(payload)
                                     if self._batched_bytes >= self.batch_bytes:
                                         self.flush_batches()
@@ -761,7 +786,7 @@ class FlowTable:
             for is_orig in (True, False):
                 batch = flow.batch[is_orig]
                 if batch is not None:
-                    if batch.times[0] <= limit:
+                    if batch.first_ts <= limit:
                         self._hand_over(flow, is_orig)
                     else:
                         keep[uid] = flow

@@ -290,3 +290,11 @@ def test_segments_hold_a_batch_as_parallel_data_and_iterate_as_chunks():
     assert growing.data == b"4242ijk" and list(growing)[2] == (b"k", 2.7, 15)
     one = Segments.one(b"xyz", 40, 3.0, 5)
     assert list(one) == [(b"xyz", 3.0, 5)] and one.chunk(0)[0] is one.data  # not copied
+    # while filling, a chunk's offset, time and frame wait as doubles: exact at any size
+    big = Segments()
+    big.add(b"z", 2**40 + 1, 9.25, 2**33 + 7)
+    big.add(b"y", 2**40 + 2, 9.5, 2**33 + 8)
+    assert big.first_ts == 9.25 and len(big) == 2  # the flow table's age check, unsealed
+    big.seal()
+    assert list(big.offs) == [2**40 + 1, 2**40 + 2] and list(big.frames) == [2**33 + 7, 2**33 + 8]
+    assert big.first_ts == 9.25 and list(big.times) == [9.25, 9.5]
