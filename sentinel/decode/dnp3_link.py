@@ -132,8 +132,9 @@ class Dnp3LinkAnalyzer:
         while True:
             start = buf.find(START, pos)
             if start < 0:
-                # A trailing 0x05 may be the first start octet of the next frame.
-                pos = size - 1 if buf[-1:] == b"\x05" else size
+                # A trailing 0x05 may be the first start octet of the next frame, unless a
+                # frame just ended on it (its last CRC octet).
+                pos = size - 1 if pos < size and buf[-1:] == b"\x05" else size
                 break
             if size - start < HEADER_SIZE:
                 pos = start
