@@ -701,7 +701,7 @@ class ModbusPolicy(Detector):
     ) -> None:
         s = self.settings
         conn, pair = flow.conn, flow.pair
-        pair.ua_roll(now, s.unanswered_window)
+        pair.ua_roll(now, self._ua_window)
         pair.ua_count += 1
         if pair.ua_fired or pair.ua_count < s.unanswered_min:
             return

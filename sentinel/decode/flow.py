@@ -330,18 +330,9 @@ StreamHook = Callable[[Flow, bool, bytes, float, int], None]
 GateAlternative = tuple[int, tuple[tuple[int, frozenset[int]], ...]]
 
 
-_BYTE_TABLES: dict[frozenset[int], bytes] = {}
-
-
 def _byte_table(values: frozenset[int]) -> bytes:
-    """``values`` as 256 bytes, 1 where the byte value is one of them. Gates are made per flow
-    direction from a few shared value sets: each table is built once."""
-    table = _BYTE_TABLES.get(values)
-    if table is None:
-        if len(_BYTE_TABLES) >= 4096:
-            _BYTE_TABLES.clear()
-        table = _BYTE_TABLES[values] = bytes(v in values for v in range(256))
-    return table
+    """``values`` as 256 bytes, 1 where the byte value is one of them."""
+    return bytes(v in values for v in range(256))
 
 
 class FilteredHook:
@@ -353,7 +344,8 @@ class FilteredHook:
     def __init__(self, hook: StreamHook, alternatives: Iterable[GateAlternative]) -> None:
         self.hook = hook
         # Each condition's values as a 256-byte table (1: allowed), checked per chunk with
-        # two byte reads instead of an int object hashed into a set.
+        # two byte reads instead of an int object hashed into a set. Built once per distinct
+        # gate: the pipeline shares a hook between the flow directions that have its gate.
         self.checks: tuple[tuple[int, tuple[tuple[int, bytes], ...]], ...] = tuple(
             (size, tuple((at, _byte_table(values)) for at, values in conds))
             for size, conds in alternatives
